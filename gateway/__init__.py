@@ -1,0 +1,51 @@
+"""The Handoff Gateway: hands Twilio callers and texters to live agents."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from twilio.request_validator import RequestValidator
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from gateway.config import load_config
+from gateway.runtime import Gateway
+from gateway.settings import Settings
+from gateway.store import init_db, make_engine
+from gateway.twiml import TwimlRenderer
+from gateway.web import close_db, voice
+
+log = logging.getLogger(__name__)
+
+#: Twilio's webhooks are small forms; anything bigger is not from Twilio.
+MAX_REQUEST_BYTES = 256 * 1024
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build a gateway: settings read once, config checked, engine and templates made once.
+
+    A bad config file raises ConfigError, which exits with its one line rather than a traceback.
+    """
+    settings = settings or Settings()
+    config = load_config(settings.config_path)
+    engine = make_engine(settings.database_url)
+    init_db(engine)
+    engine.dispose()  # gunicorn --preload forks after this: workers must open their own connections
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.extensions["gateway"] = Gateway(
+        settings=settings,
+        config=config,
+        engine=engine,
+        renderer=TwimlRenderer(),
+        validator=RequestValidator(settings.auth_token) if settings.auth_token else None,
+    )
+    if not settings.auth_token:
+        log.error("TWILIO_AUTH_TOKEN is not set: Twilio webhooks will answer 503 until it is")
+    if settings.trusted_proxies:
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
+
+    app.teardown_appcontext(close_db)
+    app.register_blueprint(voice.bp)
+    return app

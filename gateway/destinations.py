@@ -1,0 +1,152 @@
+"""Handoff destinations: their shape and the rules every one must meet.
+
+One set of rules serves the config file, the API and the console, so a destination that is
+accepted anywhere can always be dialed.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+_E164_WITH_EXTENSION = re.compile(r"^(\+[1-9]\d{1,14});ext=(\d{1,10})$")
+_SIP_URI = re.compile(r"^sips?:[^\s<>\"?&]+$", re.IGNORECASE)
+_EXTENSION = re.compile(r"^\d{1,15}$")
+_HEADER_NAME = re.compile(r"^X-[A-Za-z0-9][A-Za-z0-9\-_.!%*+`'~]*$")
+
+#: Twilio refuses a SIP URI (headers included) of 255 characters or more ...
+MAX_SIP_URI_LENGTH = 254
+#: ... and custom headers of 1,024 characters or more.
+MAX_SIP_HEADERS_LENGTH = 1023
+#: `X-Conversation-Id` always travels; its value is a UUID.
+CONVERSATION_ID_LENGTH = 36
+
+Method = Literal["refer", "invite", "bye"]
+
+METHOD_HELP = {
+    "refer": "SIP REFER: asks the caller's SIP side to transfer the call (SIP legs only).",
+    "invite": "SIP INVITE: Twilio dials the agent (a phone number or SIP URI) and bridges the call.",
+    "bye": "SIP BYE: hangs up Twilio's leg so the customer's SBC takes the call back.",
+}
+
+
+def has_control_character(value: str) -> bool:
+    """True when the value holds CR, LF or any other control character (header injection)."""
+    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a transfer goes, parsed once so the TwiML can be built without string sniffing."""
+
+    kind: Literal["number", "sip"]
+    target: str
+    send_digits: str | None = None
+
+
+def parse_route(route: str, *, method: Method, sip_domain: str | None) -> Route:
+    """Turn a configured route into a dialable target, or raise ValueError saying how to fix it."""
+    route = route.strip()
+    if match := _E164_WITH_EXTENSION.match(route):
+        number, extension = match.groups()
+        if method == "refer":
+            raise ValueError("refer cannot send extension digits; use method invite for this route")
+        return Route("number", number, send_digits="ww" + extension)
+    if E164.match(route):
+        if method == "refer":
+            if not sip_domain:
+                raise ValueError(
+                    "refer needs a SIP target: use a sip: URI, set the project's sip_domain, "
+                    "or use method invite to dial a phone number"
+                )
+            return Route("sip", f"sip:{route}@{sip_domain}")
+        return Route("number", route)
+    if _SIP_URI.match(route):
+        return Route("sip", route)
+    if _EXTENSION.match(route):
+        if not sip_domain:
+            raise ValueError(
+                f"the bare extension {route!r} needs the project's sip_domain "
+                "(or write a full sip: URI)"
+            )
+        return Route("sip", f"sip:{route}@{sip_domain}")
+    raise ValueError(
+        f"{route!r} is not a route; use an E.164 number (+14155550100), "
+        "+14155550100;ext=1234, a sip:/sips: URI, or an extension with sip_domain"
+    )
+
+
+class Destination(BaseModel):
+    """A handoff destination as the operator writes it (SPEC §2)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=100)
+    description: str = Field("", max_length=500)
+    method: Method = "refer"
+    route: str | None = None
+    timeout: int | None = Field(None, ge=5, le=600)
+    sip_headers: dict[str, str] = Field(default_factory=dict)
+    utterance: str | None = Field(None, max_length=1000)
+    reason: str | None = Field(None, max_length=200)
+    handoff_keywords: list[str] = Field(default_factory=list)
+
+    @field_validator("sip_headers")
+    @classmethod
+    def _headers_are_custom(cls, headers: dict[str, str]) -> dict[str, str]:
+        """Twilio only forwards custom headers, whose names start with X-."""
+        for name, value in headers.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"header name {name!r} must start with X- (for example X-{name})")
+            if has_control_character(value):
+                raise ValueError(f"header {name} holds a control character (CR, LF, ...)")
+        return headers
+
+    @field_validator("handoff_keywords")
+    @classmethod
+    def _keywords_lowercase(cls, keywords: list[str]) -> list[str]:
+        """Keywords are matched case-insensitively against chat and SMS text."""
+        return [keyword.strip().lower() for keyword in keywords if keyword.strip()]
+
+
+def check_destination(destination: Destination, *, sip_domain: str | None) -> tuple[str, str] | None:
+    """Return (field, problem) when the destination could not be dialed, else None."""
+    if destination.method == "bye":
+        if destination.route:
+            return "route", "a bye destination has no route (the SBC takes the call back)"
+        return None
+    if not destination.route:
+        return "route", f"a {destination.method} destination needs a route"
+    try:
+        route = parse_route(destination.route, method=destination.method, sip_domain=sip_domain)
+    except ValueError as problem:
+        return "route", str(problem)
+    if route.kind == "sip":
+        headers_length = len(configured_header_string(destination))
+        if headers_length > MAX_SIP_HEADERS_LENGTH:
+            return "sip_headers", (
+                f"the SIP headers take {headers_length} characters; Twilio allows under 1,024"
+            )
+        uri_length = len(route.target) + 1 + headers_length
+        if uri_length > MAX_SIP_URI_LENGTH:
+            return "sip_headers", (
+                f"the SIP URI with its headers takes {uri_length} characters before any "
+                "$variable is filled in; Twilio allows under 255"
+            )
+    elif destination.sip_headers:
+        return "sip_headers", "SIP headers need a SIP route (sip: URI or extension), not a phone number"
+    return None
+
+
+def configured_header_string(destination: Destination) -> str:
+    """The header part of the SIP URI with every $variable empty: the shortest it can get."""
+    parts = [f"{name}={_without_variables(value)}" for name, value in destination.sip_headers.items()]
+    parts.append("X-Conversation-Id=" + "0" * CONVERSATION_ID_LENGTH)
+    return "&".join(parts)
+
+
+def _without_variables(value: str) -> str:
+    return re.sub(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", "", value)

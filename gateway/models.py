@@ -1,0 +1,87 @@
+"""Database tables. Plain SQLModel: nothing here knows about HTTP or Twilio."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _timestamp(**kwargs) -> Field:
+    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kwargs)
+
+
+class Conversation(SQLModel, table=True):
+    """One call, SMS thread or web chat, with its current handoff state beside it."""
+
+    __tablename__ = "conversations"
+
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()), primary_key=True, max_length=36)
+    project_key: str = Field(index=True, max_length=200)
+    channel: str = Field(max_length=10)  # voice | sms | chat
+    call_sid: str | None = Field(default=None, unique=True, max_length=64)
+    shared_id: str | None = Field(default=None, index=True, max_length=200)
+    from_number: str | None = Field(default=None, index=True, max_length=64)
+    to_number: str | None = Field(default=None, index=True, max_length=64)
+
+    state: str | None = Field(default=None, index=True, max_length=64)
+    topic: str | None = Field(default=None, index=True, max_length=64)
+    destination: str | None = Field(default=None, max_length=100)
+    reason: str | None = Field(default=None, max_length=200)
+    utterance: str | None = Field(default=None, max_length=1000)
+    data: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    attempts: int = 0
+
+    call_status: str | None = Field(default=None, max_length=20)
+    status_sequence: int | None = None
+    duration_seconds: int | None = None
+
+    started_at: datetime = _timestamp(index=True)
+    updated_at: datetime = _timestamp()
+    ended_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class HandoffEvent(SQLModel, table=True):
+    """One transition in a conversation's history; `dedupe_key` makes webhook retries harmless."""
+
+    __tablename__ = "handoff_events"
+    __table_args__ = (UniqueConstraint("conversation_id", "dedupe_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversations.id", index=True, max_length=36)
+    state: str = Field(max_length=64)
+    destination: str | None = Field(default=None, max_length=100)
+    detail: str | None = Field(default=None, max_length=500)
+    dedupe_key: str | None = Field(default=None, max_length=200)
+    at: datetime = _timestamp()
+
+
+class StoredDestination(SQLModel, table=True):
+    """A destination made through the API or console (the file's own live only in the file)."""
+
+    __tablename__ = "destinations"
+    __table_args__ = (UniqueConstraint("project_key", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_key: str = Field(index=True, max_length=200)
+    name: str = Field(max_length=100)
+    body: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key made by the CLI; only its sha256 is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_key: str = Field(index=True, max_length=200)
+    key_sha256: str = Field(unique=True, max_length=64)
+    label: str | None = Field(default=None, max_length=100)
+    created_at: datetime = _timestamp()

@@ -1,0 +1,21 @@
+"""What one running gateway holds: built once by the app factory, shared by every request."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+from twilio.request_validator import RequestValidator
+
+from gateway.config import GatewayConfig
+from gateway.settings import Settings
+from gateway.twiml import TwimlRenderer
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    config: GatewayConfig
+    engine: Engine
+    renderer: TwimlRenderer
+    #: None when TWILIO_AUTH_TOKEN is missing: webhooks then answer 503, never pass unchecked.
+    validator: RequestValidator | None

@@ -1,0 +1,60 @@
+"""Process settings, read from the environment (and `.env`) once, in the app factory."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str) -> AliasChoices:
+    """Accept both the documented environment name and the field name (tests pass the latter)."""
+    return AliasChoices(name, name.lower())
+
+
+class Settings(BaseSettings):
+    """The SPEC §3 table; every other knob is in the TOML config file."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    twilio_account_sid: str | None = Field(None, validation_alias=_env("TWILIO_ACCOUNT_SID"))
+    twilio_auth_token: SecretStr | None = Field(None, validation_alias=_env("TWILIO_AUTH_TOKEN"))
+    database_url: str = Field("sqlite:///gateway.db", validation_alias=_env("GATEWAY_DATABASE_URL"))
+    config_path: Path = Field(Path("gateway.toml"), validation_alias=_env("GATEWAY_CONFIG"))
+    public_url: str | None = Field(None, validation_alias=_env("GATEWAY_PUBLIC_URL"))
+    trusted_proxies: int = Field(0, ge=0, le=10, validation_alias=_env("GATEWAY_TRUSTED_PROXIES"))
+    console_password_hash: str | None = Field(
+        None, validation_alias=_env("GATEWAY_CONSOLE_PASSWORD_HASH")
+    )
+    secret_key: SecretStr | None = Field(None, validation_alias=_env("GATEWAY_SECRET_KEY"))
+    twilio_timeout_seconds: float = Field(
+        5.0, gt=0, le=14, validation_alias=_env("GATEWAY_TWILIO_TIMEOUT")
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _use_psycopg3(cls, url: str) -> str:
+        """PostgreSQL URLs as Heroku-style providers hand them out must use the psycopg 3 driver."""
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url
+
+    @field_validator("public_url")
+    @classmethod
+    def _no_trailing_slash(cls, url: str | None) -> str | None:
+        """Twilio signs the exact URL it calls; a doubled slash would break every signature."""
+        if url is None or not url.strip():
+            return None
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("GATEWAY_PUBLIC_URL must start with https:// (or http://)")
+        return url.rstrip("/")
+
+    @property
+    def auth_token(self) -> str | None:
+        """The Twilio auth token as plain text, or None when it is not configured."""
+        if self.twilio_auth_token is None or not self.twilio_auth_token.get_secret_value():
+            return None
+        return self.twilio_auth_token.get_secret_value()

@@ -1,0 +1,143 @@
+"""Persistence: the engine and every read and write of the tables. No HTTP, no Twilio."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import event, func
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, create_engine, select
+
+from gateway import models
+from gateway.models import Conversation, HandoffEvent, utcnow
+
+
+def make_engine(database_url: str) -> Engine:
+    """One engine per app. SQLite gets WAL and a busy timeout so concurrent workers wait, not fail."""
+    if database_url.startswith("sqlite"):
+        engine = create_engine(
+            database_url, connect_args={"check_same_thread": False, "timeout": 5}
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(database_url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def init_db(engine: Engine) -> None:
+    """Create any missing table; safe to run on every start."""
+    assert models  # the tables register themselves on import
+    SQLModel.metadata.create_all(engine)
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back without a zone; they were written in UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=timezone.utc)
+
+
+def _insert_ignoring_conflict(session: Session, table, values: dict) -> int:
+    """INSERT .. ON CONFLICT DO NOTHING, so racing writers never raise; returns rows inserted."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return session.exec(insert(table).values(**values).on_conflict_do_nothing()).rowcount
+
+
+def get_or_create_call(
+    session: Session,
+    *,
+    call_sid: str,
+    project_key: str,
+    from_number: str | None,
+    to_number: str | None,
+    shared_id: str | None,
+) -> tuple[Conversation, bool]:
+    """The conversation of a CallSid, made on first sight. Twilio retries and races make no twin."""
+    existing = conversation_by_call_sid(session, call_sid)
+    if existing:
+        return existing, False
+    now = utcnow()
+    candidate = Conversation(
+        project_key=project_key,
+        channel="voice",
+        call_sid=call_sid,
+        from_number=from_number,
+        to_number=to_number,
+        shared_id=shared_id,
+        started_at=now,
+        updated_at=now,
+    )
+    values = candidate.model_dump()
+    _insert_ignoring_conflict(session, Conversation.__table__, values)
+    session.commit()
+    stored = conversation_by_call_sid(session, call_sid)
+    return stored, stored.id == candidate.id
+
+
+def conversation_by_call_sid(session: Session, call_sid: str) -> Conversation | None:
+    return session.exec(select(Conversation).where(Conversation.call_sid == call_sid)).first()
+
+
+def find_conversation(
+    session: Session, project_key: str, *, conversation_id: str | None = None, shared_id: str | None = None
+) -> Conversation | None:
+    """By shared_id when given (it wins, SPEC §5), else by id; always within one project."""
+    query = select(Conversation).where(Conversation.project_key == project_key)
+    if shared_id is not None:
+        query = query.where(Conversation.shared_id == shared_id).order_by(
+            Conversation.started_at.desc(), Conversation.id.desc()
+        )
+    elif conversation_id is not None:
+        query = query.where(Conversation.id == conversation_id)
+    else:
+        return None
+    return session.exec(query.limit(1)).first()
+
+
+def add_event(
+    session: Session,
+    conversation: Conversation,
+    *,
+    state: str,
+    destination: str | None = None,
+    detail: str | None = None,
+    dedupe_key: str | None = None,
+    at: datetime | None = None,
+) -> bool:
+    """Append a history entry; False when this dedupe_key was already recorded (a retried webhook)."""
+    values = dict(
+        conversation_id=conversation.id,
+        state=state,
+        destination=destination,
+        detail=detail[:500] if detail else None,
+        dedupe_key=dedupe_key,
+        at=at or utcnow(),
+    )
+    if dedupe_key is None:
+        session.add(HandoffEvent(**values))
+        session.flush()
+        return True
+    return bool(_insert_ignoring_conflict(session, HandoffEvent.__table__, values))
+
+
+def history(session: Session, conversation_id: str) -> list[HandoffEvent]:
+    """Oldest first; the id breaks ties between events of the same instant."""
+    return list(
+        session.exec(
+            select(HandoffEvent)
+            .where(HandoffEvent.conversation_id == conversation_id)
+            .order_by(HandoffEvent.at, HandoffEvent.id)
+        )
+    )
+
+
+def count_conversations(session: Session) -> int:
+    return session.exec(select(func.count()).select_from(Conversation)).one()

@@ -1,0 +1,150 @@
+"""Shared test material: the test config, Twilio request signing, and TwiML comparison."""
+from __future__ import annotations
+
+import hashlib
+import xml.etree.ElementTree as ET
+
+from twilio.request_validator import RequestValidator
+
+AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+ACCOUNT_SID = "AC" + "0" * 32
+BASE_URL = "http://localhost"
+
+CONFIG_KEY = "config-file-key-for-acme"
+CONFIG_KEY_SHA256 = hashlib.sha256(CONFIG_KEY.encode()).hexdigest()
+
+ACME = "ws-acme/PROJECT-frontdesk"
+
+CONFIG_TOML = f"""
+[[projects]]
+account_id = "ws-acme"
+project_id = "PROJECT-frontdesk"
+default_destination = "Front desk"
+max_attempts = 3
+sip_domain = "pbx.acme.test"
+api_key_sha256 = ["{CONFIG_KEY_SHA256}"]
+sms_help_text = "Acme support. Reply STOP to opt out."
+
+[[projects.destinations]]
+name = "Front desk"
+description = "Operators"
+method = "invite"
+route = "+14155550100"
+timeout = 20
+utterance = "Let me transfer you to someone who can help."
+reason = "needs_human"
+handoff_keywords = ["agent", "human"]
+
+[[projects.destinations]]
+name = "Extension desk"
+method = "invite"
+route = "+14155550101;ext=1234"
+
+[[projects.destinations]]
+name = "Billing"
+method = "invite"
+route = "sip:billing@pbx.acme.test"
+timeout = 25
+reason = "billing_question"
+sip_headers = {{ "X-Caller-ID" = "$caller_id", "X-Reason" = "$reason", "X-Account" = "$account_number" }}
+
+[[projects.destinations]]
+name = "Tier 2"
+method = "refer"
+route = "2001"
+sip_headers = {{ "X-Topic" = "$topic", "X-Called" = "$called_number" }}
+
+[[projects.destinations]]
+name = "Secure desk"
+method = "refer"
+route = "sips:desk@pbx.acme.test;transport=tls"
+
+[[projects.destinations]]
+name = "SBC"
+method = "bye"
+utterance = "Returning you to the main line."
+sip_headers = {{ "X-Handoff-Reason" = "$reason", "X-Call" = "$call_sid" }}
+
+[[projects.numbers]]
+number = "+14155550199"
+destination = "Front desk"
+fallback = ["Billing"]
+a2p_10dlc = "registered"
+
+[[projects.numbers]]
+number = "+14155550198"
+destination = "Extension desk"
+
+[[projects.numbers]]
+number = "+14155550197"
+destination = "Billing"
+fallback = ["Tier 2", "Secure desk"]
+
+[[projects.numbers]]
+number = "+14155550196"
+destination = "Tier 2"
+
+[[projects.numbers]]
+number = "+14155550195"
+destination = "SBC"
+
+[[projects.numbers]]
+number = "+14155550194"
+destination = "Secure desk"
+
+[[projects]]
+account_id = "ws-globex"
+project_id = "PROJECT-support"
+default_destination = "Desk"
+
+[[projects.destinations]]
+name = "Desk"
+method = "invite"
+route = "+14155550200"
+
+[[projects.numbers]]
+number = "+14155550299"
+destination = "Desk"
+"""
+
+
+def sign(url: str, params: dict, token: str = AUTH_TOKEN) -> str:
+    """The X-Twilio-Signature Twilio would send, computed by twilio's own validator."""
+    return RequestValidator(token).compute_signature(url, params)
+
+
+def call_params(call_sid: str = "CA" + "1" * 32, to: str = "+14155550199", **extra) -> dict:
+    """The form Twilio posts to the voice webhook for an inbound call."""
+    params = {
+        "CallSid": call_sid,
+        "AccountSid": ACCOUNT_SID,
+        "From": "+14155551234",
+        "To": to,
+        "CallStatus": "ringing",
+        "ApiVersion": "2010-04-01",
+        "Direction": "inbound",
+    }
+    params.update(extra)
+    return params
+
+
+def post_signed(client, path: str, params: dict, *, base_url: str = BASE_URL, token: str = AUTH_TOKEN, headers=None):
+    """POST a form as Twilio would, signed for `base_url + path`."""
+    all_headers = {"X-Twilio-Signature": sign(base_url + path, params, token)}
+    all_headers.update(headers or {})
+    return client.post(path, data=params, headers=all_headers)
+
+
+def canonical(xml_text: str | bytes) -> str:
+    """Compare TwiML by meaning: attribute order and the XML declaration do not matter."""
+    if isinstance(xml_text, bytes):
+        xml_text = xml_text.decode()
+    return ET.canonicalize(xml_data=xml_text, strip_text=True)
+
+
+def same_twiml(ours: str | bytes, reference) -> bool:
+    return canonical(ours) == canonical(str(reference))
+
+
+def twiml_root(xml_text: str | bytes) -> ET.Element:
+    return ET.fromstring(xml_text)

@@ -1,0 +1,133 @@
+"""The config file: the example works, and every mistake stops start-up with one precise line."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gateway import create_app
+from gateway.cli import main
+from gateway.config import ConfigError, load_config
+from tests.support import CONFIG_TOML
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "gateway.example.toml"
+
+
+def test_the_example_config_loads_as_shipped():
+    config = load_config(EXAMPLE)
+    project = config.find_project("acme", "frontdesk")
+    assert project is config.find_project("ws-acme", "PROJECT-frontdesk")
+    assert config.route_for("+14155550199").number.destination == "Billing Support"
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    return path
+
+
+def error_line(tmp_path, text: str) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")
+    return message
+
+
+# (what to change in the test config, the entry and field the line must name)
+MISTAKES = {
+    "unknown method": (
+        ('method = "invite"\nroute = "+14155550101;ext=1234"', 'method = "transfer"\nroute = "+14155550101;ext=1234"'),
+        "projects[0] (ws-acme/PROJECT-frontdesk).destinations[1] ('Extension desk'): method:",
+    ),
+    "route missing for invite": (
+        ('route = "+14155550101;ext=1234"\n', ""),
+        "projects[0] (ws-acme/PROJECT-frontdesk).destinations[1] ('Extension desk'): route:",
+    ),
+    "route missing for refer": (
+        ('route = "2001"\n', ""),
+        "destinations[3] ('Tier 2'): route:",
+    ),
+    "header name without X-": (
+        ('"X-Topic" = "$topic"', '"Topic" = "$topic"'),
+        "destinations[3] ('Tier 2'): sip_headers:",
+    ),
+    "number not in E.164": (
+        ('number = "+14155550198"', 'number = "415-555-0198"'),
+        "projects[0] (ws-acme/PROJECT-frontdesk).numbers[1] ('415-555-0198'): number:",
+    ),
+    "destination that does not exist": (
+        ('destination = "Extension desk"', 'destination = "Nobody"'),
+        "numbers[1] (+14155550198): destination: no destination named 'Nobody'",
+    ),
+    "fallback that does not exist": (
+        ('fallback = ["Billing"]', 'fallback = ["Nobody"]'),
+        "numbers[0] (+14155550199): fallback: no destination named 'Nobody'",
+    ),
+    "default that does not exist": (
+        ('default_destination = "Desk"', 'default_destination = "Nobody"'),
+        "projects[1] (ws-globex/PROJECT-support): default_destination:",
+    ),
+    "two defaults": (
+        ('default_destination = "Desk"', 'default_destination = "Desk"\ndefault_destination = "Desk"'),
+        "projects[1]: default_destination: given twice",
+    ),
+    "duplicate numbers": (
+        ('number = "+14155550299"', 'number = "+14155550199"'),
+        "projects[1] (ws-globex/PROJECT-support).numbers[0] (+14155550199): number: already linked",
+    ),
+    "duplicate destination names": (
+        ('name = "Secure desk"', 'name = "Billing"'),
+        "destinations[4] ('Billing'): name: another destination",
+    ),
+    "bare extension without sip_domain": (
+        ('sip_domain = "pbx.acme.test"\n', ""),
+        "destinations[3] ('Tier 2'): route: the bare extension '2001' needs the project's sip_domain",
+    ),
+    "route given for bye": (
+        ('method = "bye"\n', 'method = "bye"\nroute = "+14155550100"\n'),
+        "destinations[5] ('SBC'): route: a bye destination has no route",
+    ),
+    "misspelled key": (
+        ("max_attempts = 3", "max_attempt = 3"),
+        "projects[0] (ws-acme/PROJECT-frontdesk): max_attempt: unknown key",
+    ),
+    "headers too long for Twilio": (
+        ('"X-Called" = "$called_number"', '"X-Called" = "' + "v" * 240 + '"'),
+        "destinations[3] ('Tier 2'): sip_headers: the SIP URI with its headers takes",
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_each_mistake_names_file_entry_and_field(tmp_path, mistake):
+    (old, new), expected = MISTAKES[mistake]
+    assert old in CONFIG_TOML
+    assert expected in error_line(tmp_path, CONFIG_TOML.replace(old, new, 1))
+
+
+def test_start_up_stops_on_a_bad_file(tmp_path, make_settings):
+    path = write(tmp_path, CONFIG_TOML.replace('method = "invite"', 'method = "dial"', 1))
+    with pytest.raises(ConfigError, match="method"):
+        create_app(make_settings(config_path=path))
+
+
+def test_a_missing_file_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_check_config_prints_the_same_line_and_exits_1(tmp_path):
+    path = write(tmp_path, CONFIG_TOML.replace('destination = "SBC"', 'destination = "Nope"'))
+    result = CliRunner().invoke(main, ["check-config", str(path)])
+    assert result.exit_code == 1
+    assert "numbers[4] (+14155550195): destination: no destination named 'Nope'" in result.output
+
+
+def test_check_config_summarises_a_good_file():
+    result = CliRunner().invoke(main, ["check-config", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert "+14155550199 -> destination 'Billing Support' then Front desk" in result.output

@@ -1,0 +1,92 @@
+"""$variables, header injection and Twilio's SIP length limits, end to end and at the core."""
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qsl, urlsplit
+
+from gateway.destinations import Destination
+from gateway.routing import CallContext, fill_variables, plan_transfer
+from tests.support import call_params, post_signed, twiml_root
+
+CONVERSATION_ID = "3f1c6a0e-8a4b-4c39-9d0b-1b2f3c4d5e6f"
+
+
+def headers_in(uri: str) -> dict[str, str]:
+    return dict(parse_qsl(urlsplit(uri).query, keep_blank_values=True))
+
+
+def context(**values) -> CallContext:
+    return CallContext(conversation_id=CONVERSATION_ID, **values)
+
+
+def test_every_documented_variable_is_filled():
+    ctx = context(
+        shared_id="crm-7",
+        caller_id="+14155551234",
+        called_number="+14155550199",
+        call_sid="CA123",
+        reason="refund",
+        data={"account_number": 991, "vip": True, "cart": {"items": 2}},
+    )
+    template = "$caller_id|$called_number|$call_sid|$conversation_id|$shared_id|$reason|${account_number}|$vip|$cart"
+    assert fill_variables(template, ctx.variables()) == (
+        f'+14155551234|+14155550199|CA123|{CONVERSATION_ID}|crm-7|refund|991|true|{{"items":2}}'
+    )
+
+
+def test_unknown_variables_are_empty_and_dollars_survive():
+    assert fill_variables("[$nothing] costs $5 and $$", context().variables()) == "[] costs $5 and $"
+
+
+def test_data_cannot_override_a_built_in_variable():
+    ctx = context(caller_id="+14155551234", data={"caller_id": "spoofed"})
+    assert fill_variables("$caller_id", ctx.variables()) == "+14155551234"
+
+
+def test_values_are_percent_encoded_in_the_sip_uri():
+    destination = Destination(name="d", method="invite", route="sip:a@pbx.test", sip_headers={"X-Note": "$note"})
+    transfer = plan_transfer(destination, context(data={"note": "a&b=c d?"}), sip_domain=None)
+    assert "X-Note=a%26b%3Dc%20d%3F" in transfer.sip_uri
+    assert headers_in(transfer.sip_uri)["X-Note"] == "a&b=c d?"
+
+
+def test_a_value_with_a_line_break_is_refused_and_logged(caplog):
+    caplog.set_level(logging.WARNING)
+    destination = Destination(
+        name="d", method="refer", route="sip:a@pbx.test", sip_headers={"X-Evil": "$note", "X-Ok": "fine"}
+    )
+    transfer = plan_transfer(destination, context(data={"note": "x\r\nVia: attacker"}), sip_domain=None)
+    assert headers_in(transfer.sip_uri) == {"X-Ok": "fine", "X-Conversation-Id": CONVERSATION_ID}
+    assert "refused SIP header X-Evil" in caplog.text
+
+
+def test_overflowing_values_drop_the_longest_optional_header(caplog):
+    caplog.set_level(logging.WARNING)
+    destination = Destination(
+        name="d",
+        method="invite",
+        route="sip:agent@pbx.test",
+        sip_headers={"X-Short": "$short", "X-Long": "$long"},
+    )
+    transfer = plan_transfer(destination, context(data={"short": "s", "long": "L" * 300}), sip_domain=None)
+    assert len(transfer.sip_uri) < 255
+    assert headers_in(transfer.sip_uri) == {"X-Short": "s", "X-Conversation-Id": CONVERSATION_ID}
+    assert "dropped SIP header X-Long" in caplog.text
+
+
+def test_bye_parameters_carry_raw_values():
+    destination = Destination(name="sbc", method="bye", sip_headers={"X-Reason": "$reason"})
+    transfer = plan_transfer(destination, context(reason="a&b"), sip_domain=None)
+    assert transfer.headers == (("X-Reason", "a&b"), ("X-Conversation-Id", CONVERSATION_ID))
+
+
+def test_a_caller_id_with_a_line_break_still_reaches_the_agent(client, caplog):
+    """Even a hostile caller id only loses its header: the caller is never dropped."""
+    caplog.set_level(logging.WARNING)
+    params = call_params(to="+14155550197", From="+1415\r\nX-Injected: 1")
+    response = post_signed(client, "/voice/call", params)
+    assert response.status_code == 200
+    uri = twiml_root(response.data).find("Dial/Sip").text
+    assert "X-Caller-ID" not in headers_in(uri)
+    assert "\r" not in uri and "\n" not in uri
+    assert "refused SIP header X-Caller-ID" in caplog.text

@@ -1,0 +1,98 @@
+"""X-Twilio-Signature: forged, missing and tampered requests are refused and change nothing."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+from sqlmodel import select
+
+from gateway.models import Conversation
+from tests.support import AUTH_TOKEN, BASE_URL, call_params, post_signed, sign
+
+
+def stored_conversations(session):
+    session.expire_all()
+    return session.exec(select(Conversation)).all()
+
+
+def test_a_genuine_request_is_accepted(client, session):
+    assert post_signed(client, "/voice/call", call_params()).status_code == 200
+    assert len(stored_conversations(session)) == 1
+
+
+def test_a_missing_signature_is_refused(client, session):
+    response = client.post("/voice/call", data=call_params())
+    assert response.status_code == 403
+    assert stored_conversations(session) == []
+
+
+def test_a_signature_made_with_another_token_is_refused(client, session):
+    response = post_signed(client, "/voice/call", call_params(), token="not-the-token")
+    assert response.status_code == 403
+    assert stored_conversations(session) == []
+
+
+@pytest.mark.parametrize("field", ["CallSid", "From", "To", "AccountSid", "CallStatus"])
+def test_any_tampered_field_is_refused(client, session, field):
+    params = call_params()
+    signature = sign(BASE_URL + "/voice/call", params)
+    params[field] = params[field] + "0"
+    response = client.post("/voice/call", data=params, headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 403
+    assert stored_conversations(session) == []
+
+
+def test_an_added_field_is_refused(client, session):
+    params = call_params()
+    signature = sign(BASE_URL + "/voice/call", params)
+    response = client.post(
+        "/voice/call", data={**params, "SipHeader_X-Shared-Id": "forged"}, headers={"X-Twilio-Signature": signature}
+    )
+    assert response.status_code == 403
+    assert stored_conversations(session) == []
+
+
+def test_a_changed_url_is_refused(client, session):
+    params = call_params()
+    signature = sign(BASE_URL + "/voice/call?extra=1", params)
+    response = client.post("/voice/call", data=params, headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 403
+    assert stored_conversations(session) == []
+
+
+def test_a_missing_auth_token_answers_503_and_says_why(make_app, session, caplog):
+    caplog.set_level(logging.ERROR)
+    client = make_app(twilio_auth_token=None).test_client()
+    response = post_signed(client, "/voice/call", call_params())
+    assert response.status_code == 503
+    assert "TWILIO_AUTH_TOKEN is not set" in caplog.text
+    assert stored_conversations(session) == []
+
+
+PUBLIC = "https://gateway.example.com"
+
+
+def test_behind_a_tls_proxy_the_public_url_setting_is_what_is_checked(make_app, session):
+    client = make_app(public_url=PUBLIC + "/").test_client()
+    # The proxy forwards to http://localhost; Twilio signed the public https URL.
+    assert post_signed(client, "/voice/call", call_params(), base_url=PUBLIC).status_code == 200
+    assert post_signed(client, "/voice/call", call_params(), base_url=BASE_URL).status_code == 403
+
+
+def test_forwarded_headers_count_only_from_trusted_proxies(make_app, session):
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "gateway.example.com"}
+    trusting = make_app(trusted_proxies=1).test_client()
+    response = post_signed(trusting, "/voice/call", call_params(), base_url=PUBLIC, headers=forwarded)
+    assert response.status_code == 200
+
+    untrusting = make_app(trusted_proxies=0).test_client()
+    # Without trusted proxies a client cannot make us check a URL of its choosing.
+    response = post_signed(untrusting, "/voice/call", call_params(), base_url=PUBLIC, headers=forwarded)
+    assert response.status_code == 403
+
+
+def test_callback_urls_use_the_public_url(make_app, session):
+    client = make_app(public_url=PUBLIC).test_client()
+    response = post_signed(client, "/voice/call", call_params(), base_url=PUBLIC)
+    assert f'action="{PUBLIC}/voice/dial-status?conversation_id=' in response.text
+    assert AUTH_TOKEN not in response.text
