@@ -12,7 +12,8 @@ from gateway.runtime import Gateway
 from gateway.settings import Settings
 from gateway.store import init_db, make_engine
 from gateway.twiml import TwimlRenderer
-from gateway.web import close_db, voice
+from gateway.twilio_rest import make_client
+from gateway.web import api, close_db, voice
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         engine=engine,
         renderer=TwimlRenderer(),
         validator=RequestValidator(settings.auth_token) if settings.auth_token else None,
+        twilio=make_client(settings),
     )
     if not settings.auth_token:
         log.error("TWILIO_AUTH_TOKEN is not set: Twilio webhooks will answer 503 until it is")
@@ -48,4 +50,5 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.teardown_appcontext(close_db)
     app.register_blueprint(voice.bp)
+    api.register(app)
     return app

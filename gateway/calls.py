@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from gateway import handoff, store
+from gateway import catalog, handoff, store
 from gateway.config import NumberRoute, ProjectConfig
 from gateway.models import Conversation
 from gateway.routing import CallContext, plan_transfer
@@ -65,10 +65,11 @@ def answer_call(
         )
     # A racing twin of this webhook may not have recorded its attempt yet: same number, same place.
     name = conversation.destination or route.number.destination
-    return transfer_twiml(conversation, route.project, renderer, links, destination_name=name)
+    return transfer_twiml(session, conversation, route.project, renderer, links, destination_name=name)
 
 
 def transfer_twiml(
+    session: Session,
     conversation: Conversation,
     project: ProjectConfig,
     renderer: TwimlRenderer,
@@ -78,16 +79,16 @@ def transfer_twiml(
 ) -> str:
     """The TwiML that carries the conversation to its current (or the named) destination."""
     name = destination_name or conversation.destination or project.default_destination
-    destination = project.destination(name)
-    if destination is None:
+    entry = catalog.find(session, project, name)
+    if entry is None:
         log.error(
-            "conversation %s: destination %r is not in the config any more; apologising",
+            "conversation %s: destination %r no longer exists; apologising",
             conversation.id,
             name,
         )
         return renderer.apology(NO_AGENT_APOLOGY)
     transfer = plan_transfer(
-        destination,
+        entry.destination,
         context_of(conversation),
         sip_domain=project.sip_domain,
         utterance=conversation.utterance,

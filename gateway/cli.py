@@ -44,6 +44,7 @@ def init_database() -> None:
     settings = _settings()
     engine = make_engine(settings.database_url)
     init_db(engine)
+    engine.dispose()
     click.echo(f"database ready: {engine.url.render_as_string(hide_password=True)}")
 
 
@@ -69,5 +70,6 @@ def create_api_key(account: str, project: str, label: str | None) -> None:
     with Session(engine) as session:
         session.add(ApiKey(project_key=project_config.key, key_sha256=hash_api_key(key), label=label))
         session.commit()
+    engine.dispose()
     click.echo(key)
     click.echo(f"Stored for {project_config.key}. This key is shown only once.", err=True)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 from twilio.request_validator import RequestValidator
+from twilio.rest import Client
 
 from gateway.config import GatewayConfig
 from gateway.settings import Settings
@@ -19,3 +20,5 @@ class Gateway:
     renderer: TwimlRenderer
     #: None when TWILIO_AUTH_TOKEN is missing: webhooks then answer 503, never pass unchecked.
     validator: RequestValidator | None
+    #: None without TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: REST actions answer 503.
+    twilio: Client | None

@@ -1,9 +1,10 @@
 """Persistence: the engine and every read and write of the tables. No HTTP, no Twilio."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import event, func
+from sqlalchemy import and_, event, func, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine, select
@@ -141,3 +142,53 @@ def history(session: Session, conversation_id: str) -> list[HandoffEvent]:
 
 def count_conversations(session: Session) -> int:
     return session.exec(select(func.count()).select_from(Conversation)).one()
+
+
+@dataclass(frozen=True)
+class ConversationFilter:
+    """`GET /conversations` filters (SPEC §5); None means "any"."""
+
+    call_sid: str | None = None
+    state: str | None = None
+    topic: str | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    channel: str | None = None
+
+
+def list_conversations(
+    session: Session,
+    project_key: str,
+    filters: ConversationFilter,
+    *,
+    limit: int,
+    after: tuple[datetime, str] | None = None,
+) -> list[Conversation]:
+    """Newest first; `after` is the (started_at, id) of the last row already shown (keyset paging)."""
+    query = select(Conversation).where(Conversation.project_key == project_key)
+    for column, value in (
+        (Conversation.call_sid, filters.call_sid),
+        (Conversation.state, filters.state),
+        (Conversation.topic, filters.topic),
+        (Conversation.from_number, filters.from_number),
+        (Conversation.to_number, filters.to_number),
+        (Conversation.channel, filters.channel),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if filters.since is not None:
+        query = query.where(Conversation.started_at >= filters.since)
+    if filters.until is not None:
+        query = query.where(Conversation.started_at < filters.until)
+    if after is not None:
+        started_at, conversation_id = after
+        query = query.where(
+            or_(
+                Conversation.started_at < started_at,
+                and_(Conversation.started_at == started_at, Conversation.id < conversation_id),
+            )
+        )
+    query = query.order_by(Conversation.started_at.desc(), Conversation.id.desc()).limit(limit)
+    return list(session.exec(query))

@@ -1,0 +1,32 @@
+"""API key checks (SPEC §5): keys are stored hashed and scoped to one project."""
+from __future__ import annotations
+
+import hmac
+from enum import Enum
+
+from sqlmodel import Session, select
+
+from gateway.config import GatewayConfig, ProjectConfig, hash_api_key
+from gateway.models import ApiKey
+
+
+class KeyCheck(Enum):
+    VALID = "valid"
+    UNKNOWN = "unknown"  # no project has this key: 401
+    OTHER_PROJECT = "other_project"  # a real key, for another project: 403
+
+
+def check_key(session: Session, config: GatewayConfig, project: ProjectConfig, key: str) -> KeyCheck:
+    """Look the key's hash up among the config's and the database's keys.
+
+    Only hashes are compared, with `hmac.compare_digest`, so neither the key nor its timing leaks.
+    """
+    digest = hash_api_key(key)
+    if project.accepts_key_hash(digest):
+        return KeyCheck.VALID
+    stored = session.exec(select(ApiKey).where(ApiKey.key_sha256 == digest)).first()
+    if stored is not None and hmac.compare_digest(stored.key_sha256, digest):
+        return KeyCheck.VALID if stored.project_key == project.key else KeyCheck.OTHER_PROJECT
+    if any(other.accepts_key_hash(digest) for other in config.projects):
+        return KeyCheck.OTHER_PROJECT
+    return KeyCheck.UNKNOWN

@@ -1,0 +1,73 @@
+"""The HTTP API for assistants and integrators: /v1/{account_id}/{project_id}/... (SPEC §5)."""
+from __future__ import annotations
+
+from flask import Blueprint, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from gateway import presenters, store
+from gateway.apikeys import KeyCheck, check_key
+from gateway.web import current_gateway, db
+from gateway.web.errors import ApiError, handle_api_error, handle_http_error
+
+bp = Blueprint("api", __name__, url_prefix="/v1/<account_id>/<project_id>")
+bp.register_error_handler(ApiError, handle_api_error)
+
+
+@bp.url_value_preprocessor
+def _resolve_project(_endpoint, values):
+    """Authenticate first (401/403), then find the project named by either id form (404)."""
+    account_id, project_id = values.pop("account_id"), values.pop("project_id")
+    key = request.headers.get("x-api-key", "")
+    if not key:
+        raise ApiError(401, "missing_api_key", "Send your API key in the x-api-key header.")
+    config = current_gateway().config
+    project = config.find_project(account_id, project_id)
+    if project is None:
+        raise ApiError(404, "project_not_found", f"No project {account_id}/{project_id} is configured.")
+    verdict = check_key(db(), config, project, key)
+    if verdict is KeyCheck.UNKNOWN:
+        raise ApiError(401, "invalid_api_key", "This API key is not known; create one with `gateway api-key create`.")
+    if verdict is KeyCheck.OTHER_PROJECT:
+        raise ApiError(403, "forbidden", f"This API key belongs to another project, not {project.key}.")
+    g.project = project
+
+
+def json_body() -> dict:
+    """The request's JSON object, or a 400 that says what is wrong with it."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "Send a JSON object with Content-Type: application/json.")
+    return body
+
+
+def conversation_or_404(*, conversation_id: str | None = None, shared_id: str | None = None):
+    conversation = store.find_conversation(
+        db(), g.project.key, conversation_id=conversation_id, shared_id=shared_id
+    )
+    if conversation is None:
+        which = f"shared_id {shared_id!r}" if shared_id is not None else f"id {conversation_id!r}"
+        raise ApiError(404, "conversation_not_found", f"No conversation with {which} in this project.")
+    return conversation
+
+
+@bp.get("/handoff_state")
+def handoff_state():
+    """Screen-pop: the handoff state by id or shared_id (shared_id wins when both are given)."""
+    conversation_id = request.args.get("id") or None
+    shared_id = request.args.get("shared_id") or None
+    if conversation_id is None and shared_id is None:
+        raise ApiError(400, "missing_identifier", "Give ?id=<conversation id> or ?shared_id=<your id>.")
+    conversation = conversation_or_404(conversation_id=conversation_id, shared_id=shared_id)
+    return jsonify(presenters.handoff_state(conversation, store.history(db(), conversation.id)))
+
+
+def register(app) -> None:
+    """The blueprint, plus JSON errors for unknown paths and methods under /v1."""
+    app.register_blueprint(bp)
+
+    def _json_under_v1(error: HTTPException):
+        if request.path.startswith("/v1/"):
+            return handle_http_error(error)
+        return error
+
+    app.register_error_handler(HTTPException, _json_under_v1)

@@ -1,0 +1,38 @@
+"""The API's one error shape: {"error": {"code", "message"}} (SPEC §5)."""
+from __future__ import annotations
+
+from flask import jsonify
+from werkzeug.exceptions import HTTPException
+
+
+class ApiError(Exception):
+    """Raise anywhere under /v1 to answer with this status, code and message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str):
+    return jsonify({"error": {"code": code, "message": message}}), status
+
+
+def handle_api_error(error: ApiError):
+    return error_response(error.status, error.code, error.message)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def handle_http_error(error: HTTPException):
+    """Werkzeug's own errors (unknown path, wrong method, body too large) in the same shape."""
+    code = _HTTP_CODES.get(error.code or 500, "http_error")
+    return error_response(error.code or 500, code, error.description or error.name)
