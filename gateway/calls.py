@@ -1,6 +1,8 @@
-"""What happens on a call: answering it and building the TwiML for its current handoff.
+"""What happens on a call: answering it, dial results, retries and fallbacks, the call's end.
 
-Called by the voice blueprint with plain values; knows nothing of Flask or signatures.
+Called by the voice blueprint with plain values; knows nothing of Flask or signatures. Every
+answer is derived from the conversation's stored state, so a webhook Twilio sends twice (or
+two racing twins) gets the same TwiML and records nothing twice.
 """
 from __future__ import annotations
 
@@ -11,11 +13,17 @@ from sqlmodel import Session
 
 from gateway import catalog, handoff, store
 from gateway.config import NumberRoute, ProjectConfig
-from gateway.models import Conversation
+from gateway.models import Conversation, utcnow
 from gateway.routing import CallContext, plan_transfer
 from gateway.twiml import NO_AGENT_APOLOGY, Links, TwimlRenderer
 
 log = logging.getLogger(__name__)
+
+#: DialCallStatus values that mean the agent was reached.
+DIAL_SUCCESS = {"completed", "answered"}
+#: Call statuses after which nothing more happens on the call.
+FINAL_CALL_STATUSES = {"completed", "busy", "failed", "no-answer", "canceled"}
+_CALL_STATUS_ORDER = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3}
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,32 @@ class InboundCall:
     from_number: str | None
     to_number: str | None
     shared_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """What Twilio reported for one <Dial> or <Refer> attempt."""
+
+    attempt: int
+    succeeded: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class CallStatus:
+    """One status callback; `sequence` orders callbacks that arrive out of order."""
+
+    status: str
+    duration_seconds: int | None = None
+    sequence: int | None = None
+
+
+@dataclass(frozen=True)
+class CallFlow:
+    """The per-app pieces every call step needs: how to render, and where Twilio calls back."""
+
+    renderer: TwimlRenderer
+    links: Links
 
 
 def context_of(conversation: Conversation) -> CallContext:
@@ -41,10 +75,26 @@ def context_of(conversation: Conversation) -> CallContext:
     )
 
 
-def answer_call(
-    session: Session, route: NumberRoute, call: InboundCall, renderer: TwimlRenderer, links: Links
-) -> str:
-    """Hand a new call to its number's destination; a repeated webhook gets the same TwiML."""
+def dial_result_from_twilio(form: dict, attempt: int) -> TransferResult:
+    """Read a <Dial> or <Refer> action request; a REFER with no status or a non-2xx code failed."""
+    if "DialCallStatus" in form:
+        status = form.get("DialCallStatus", "")
+        parts = [f"DialCallStatus={status}"]
+        if form.get("DialSipResponseCode"):
+            parts.append(f"SIP {form['DialSipResponseCode']}")
+        return TransferResult(attempt, status in DIAL_SUCCESS, " ".join(parts))
+    status = form.get("ReferCallStatus")
+    codes = [form.get("ReferSipResponseCode"), form.get("NotifySipResponseCode")]
+    parts = [f"ReferCallStatus={status or 'absent'}"]
+    parts += [f"SIP {code}" for code in codes if code]
+    succeeded = status in ("in-progress", "completed") and all(
+        code is None or code == "" or code.startswith("2") for code in codes
+    )
+    return TransferResult(attempt, succeeded, " ".join(parts))
+
+
+def answer_call(session: Session, route: NumberRoute, call: InboundCall, flow: CallFlow) -> str:
+    """A new call: to its number's destination, or to its assistant first."""
     conversation, created = store.get_or_create_call(
         session,
         call_sid=call.call_sid,
@@ -53,27 +103,163 @@ def answer_call(
         to_number=call.to_number,
         shared_id=call.shared_id,
     )
+    if route.number.assistant_url and conversation.state is None:
+        return _assistant_stream(conversation, route, flow)
     if created:
         destination = route.project.destination(route.number.destination)
-        handoff.initiate(
+        if handoff.initiate(
             session,
             conversation,
             destination=destination.name,
             reason=destination.reason,
             utterance=destination.utterance,
-            dedupe_key="call:first-attempt",
-        )
+            dedupe_key="attempt:1",
+        ):
+            session.commit()
+        else:
+            _reload(session, conversation)
     # A racing twin of this webhook may not have recorded its attempt yet: same number, same place.
     name = conversation.destination or route.number.destination
-    return transfer_twiml(session, conversation, route.project, renderer, links, destination_name=name)
+    return current_twiml(session, conversation, route.project, flow, destination_name=name)
+
+
+def _assistant_stream(conversation: Conversation, route: NumberRoute, flow: CallFlow) -> str:
+    parameters = [
+        ("conversation_id", conversation.id),
+        ("caller", conversation.from_number or ""),
+        ("called", conversation.to_number or ""),
+    ]
+    if conversation.shared_id:
+        parameters.append(("shared_id", conversation.shared_id))
+    return flow.renderer.connect_stream(
+        route.number.assistant_url, parameters, flow.links.stream_ended(conversation.id)
+    )
+
+
+def stream_ended(session: Session, conversation: Conversation, project: ProjectConfig, flow: CallFlow) -> str:
+    """The assistant hung up its stream: without a handoff, the caller goes to the default."""
+    conversation = _locked(session, conversation.id)
+    if conversation.state is None:
+        default = catalog.find(session, project, project.default_destination).destination
+        handoff.initiate(
+            session,
+            conversation,
+            destination=default.name,
+            reason=default.reason or "assistant_ended",
+            utterance=default.utterance,
+            detail="assistant stream ended without a handoff",
+            dedupe_key="attempt:1",
+        )
+        session.commit()
+    return current_twiml(session, conversation, project, flow)
+
+
+def record_transfer_result(
+    session: Session,
+    conversation_id: str,
+    route: NumberRoute | None,
+    project: ProjectConfig,
+    result: TransferResult,
+    flow: CallFlow,
+) -> str:
+    """Complete or fail the attempt; a failure moves on to the next destination until max_attempts."""
+    conversation = _locked(session, conversation_id)
+    if result.attempt == conversation.attempts and conversation.state == handoff.INITIATED:
+        outcome = handoff.COMPLETED if result.succeeded else handoff.FAILED
+        recorded = handoff.transition(
+            session, conversation, outcome, detail=result.detail, dedupe_key=f"result:{result.attempt}"
+        )
+        if recorded and not result.succeeded:
+            _try_next_destination(session, conversation, route, project)
+        if recorded:
+            session.commit()
+        else:
+            _reload(session, conversation)
+    else:
+        log.info(
+            "conversation %s: result for attempt %s ignored (now at attempt %s, %s)",
+            conversation.id,
+            result.attempt,
+            conversation.attempts,
+            conversation.state,
+        )
+    return current_twiml(session, conversation, project, flow)
+
+
+def _try_next_destination(
+    session: Session, conversation: Conversation, route: NumberRoute | None, project: ProjectConfig
+) -> None:
+    if conversation.attempts >= project.max_attempts:
+        log.warning("conversation %s: %d attempts failed; apologising", conversation.id, conversation.attempts)
+        return
+    chain = [conversation.destination]
+    if route is not None:
+        chain = [route.number.destination or project.default_destination, *route.number.fallback]
+    chain.append(project.default_destination)
+    name = chain[conversation.attempts] if conversation.attempts < len(chain) else project.default_destination
+    entry = catalog.find(session, project, name)
+    if entry is None:
+        log.error("conversation %s: fallback %r does not exist; apologising", conversation.id, name)
+        return
+    handoff.initiate(
+        session,
+        conversation,
+        destination=name,
+        reason=conversation.reason or entry.destination.reason,
+        utterance=entry.destination.utterance,
+        detail=f"attempt {conversation.attempts + 1} after a failed transfer",
+        dedupe_key=f"attempt:{conversation.attempts + 1}",
+    )
+
+
+def record_call_status(session: Session, conversation: Conversation, status: CallStatus) -> None:
+    """Keep the newest status: late or repeated callbacks never move a call backwards."""
+    conversation = _locked(session, conversation.id)
+    if _is_older(conversation, status):
+        return
+    conversation.call_status = status.status
+    if status.sequence is not None:
+        conversation.status_sequence = status.sequence
+    if status.status in FINAL_CALL_STATUSES:
+        conversation.ended_at = conversation.ended_at or utcnow()
+        if status.duration_seconds is not None:
+            conversation.duration_seconds = status.duration_seconds
+    session.add(conversation)
+    session.commit()
+
+
+def _is_older(conversation: Conversation, status: CallStatus) -> bool:
+    if conversation.call_status in FINAL_CALL_STATUSES and status.status not in FINAL_CALL_STATUSES:
+        return True
+    if status.sequence is not None and conversation.status_sequence is not None:
+        return status.sequence <= conversation.status_sequence
+    if conversation.call_status in FINAL_CALL_STATUSES:
+        return conversation.duration_seconds is not None or status.duration_seconds is None
+    current = _CALL_STATUS_ORDER.get(conversation.call_status or "", -1)
+    return _CALL_STATUS_ORDER.get(status.status, 99) < current
+
+
+def current_twiml(
+    session: Session,
+    conversation: Conversation,
+    project: ProjectConfig,
+    flow: CallFlow,
+    *,
+    destination_name: str | None = None,
+) -> str:
+    """The TwiML the conversation's state calls for now: transfer, goodbye, or apology."""
+    if conversation.state == handoff.COMPLETED:
+        return flow.renderer.hangup()
+    if conversation.state == handoff.FAILED:
+        return flow.renderer.apology(NO_AGENT_APOLOGY)
+    return transfer_twiml(session, conversation, project, flow, destination_name=destination_name)
 
 
 def transfer_twiml(
     session: Session,
     conversation: Conversation,
     project: ProjectConfig,
-    renderer: TwimlRenderer,
-    links: Links,
+    flow: CallFlow,
     *,
     destination_name: str | None = None,
 ) -> str:
@@ -81,16 +267,31 @@ def transfer_twiml(
     name = destination_name or conversation.destination or project.default_destination
     entry = catalog.find(session, project, name)
     if entry is None:
-        log.error(
-            "conversation %s: destination %r no longer exists; apologising",
-            conversation.id,
-            name,
-        )
-        return renderer.apology(NO_AGENT_APOLOGY)
+        log.error("conversation %s: destination %r no longer exists; apologising", conversation.id, name)
+        return flow.renderer.apology(NO_AGENT_APOLOGY)
     transfer = plan_transfer(
         entry.destination,
         context_of(conversation),
         sip_domain=project.sip_domain,
         utterance=conversation.utterance,
     )
-    return renderer.transfer(transfer, links, conversation.id)
+    return flow.renderer.transfer(transfer, flow.links, conversation.id, max(conversation.attempts, 1))
+
+
+def whisper_text(conversation: Conversation | None) -> str:
+    """What the agent hears before the bridge: why this caller is coming."""
+    if conversation is None or not conversation.reason:
+        return "Incoming transferred call."
+    reason = conversation.reason.replace("_", " ")
+    topic = f" Topic: {conversation.topic.replace('_', ' ')}." if conversation.topic else ""
+    return f"Incoming transferred call. Reason: {reason}.{topic}"
+
+
+def _locked(session: Session, conversation_id: str) -> Conversation:
+    """Re-read the row, locked on PostgreSQL, so racing webhooks for one call take turns."""
+    return store.conversation_for_update(session, conversation_id)
+
+
+def _reload(session: Session, conversation: Conversation) -> None:
+    session.rollback()
+    session.refresh(conversation)

@@ -1,7 +1,8 @@
 """The handoff state machine (SPEC §2): which transitions exist, and recording them.
 
 Every change of a conversation's state is one history entry plus the new state on the
-conversation row, written in one transaction. No Flask here.
+conversation row. These functions only stage the change; the caller commits, so a use case
+that fails one attempt and starts the next does both in one transaction. No Flask here.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class TransitionError(Exception):
 
 def check_topic(topic: str) -> str:
     """A topic is any snake_case name that is not one of the lifecycle states."""
-    if not TOPIC_PATTERN.match(topic) or len(topic) > 64:
+    if not isinstance(topic, str) or not TOPIC_PATTERN.match(topic) or len(topic) > 64:
         raise ValueError(f"topic {topic!r} must be a snake_case name such as customer_refund")
     if topic in LIFECYCLE_STATES:
         raise ValueError(f"{topic} is a lifecycle state, not a topic")
@@ -54,26 +55,34 @@ def transition(
     detail: str | None = None,
     dedupe_key: str | None = None,
     at: datetime | None = None,
+    **changes,
 ) -> bool:
-    """Move to `state` and record it. False (and nothing written) for a retried webhook."""
+    """Stage a move to `state` (plus column `changes`); False, staging nothing, for a retried webhook."""
     if state not in _NEXT_STATES[conversation.state]:
         allowed = ", ".join(sorted(_NEXT_STATES[conversation.state])) or "nothing"
         raise TransitionError(
             f"cannot go from {conversation.state or 'no handoff'} to {state}; allowed: {allowed}"
         )
     destination = destination or conversation.destination
-    if not store.add_event(
-        session, conversation, state=state, destination=destination, detail=detail, dedupe_key=dedupe_key, at=at
-    ):
-        session.rollback()
+    recorded = store.add_event(
+        session,
+        conversation,
+        state=state,
+        destination=destination,
+        detail=detail,
+        dedupe_key=dedupe_key,
+        at=at,
+    )
+    if not recorded:
         return False
+    for column, value in changes.items():
+        setattr(conversation, column, value)
     conversation.state = state
     conversation.destination = destination
     if state == INITIATED:
         conversation.attempts += 1
     conversation.updated_at = utcnow()
     session.add(conversation)
-    session.commit()
     return True
 
 
@@ -87,16 +96,21 @@ def initiate(
     detail: str | None = None,
     dedupe_key: str | None = None,
 ) -> bool:
-    """Start a handoff attempt to `destination`, keeping why and what was said before it."""
-    conversation.reason = reason
-    conversation.utterance = utterance
+    """Stage a handoff attempt to `destination`, keeping why and what was said before it."""
     return transition(
-        session, conversation, INITIATED, destination=destination, detail=detail, dedupe_key=dedupe_key
+        session,
+        conversation,
+        INITIATED,
+        destination=destination,
+        detail=detail,
+        dedupe_key=dedupe_key,
+        reason=reason,
+        utterance=utterance,
     )
 
 
 def set_topic(session: Session, conversation: Conversation, topic: str) -> None:
-    """Keep a topic state beside the lifecycle state, and in the history."""
+    """Stage a topic state beside the lifecycle state, and note it in the history."""
     check_topic(topic)
     if conversation.topic == topic:
         return
@@ -104,4 +118,3 @@ def set_topic(session: Session, conversation: Conversation, topic: str) -> None:
     conversation.topic = topic
     conversation.updated_at = utcnow()
     session.add(conversation)
-    session.commit()

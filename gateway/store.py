@@ -87,6 +87,18 @@ def conversation_by_call_sid(session: Session, call_sid: str) -> Conversation | 
     return session.exec(select(Conversation).where(Conversation.call_sid == call_sid)).first()
 
 
+def find_by_id(session: Session, conversation_id: str) -> Conversation | None:
+    return session.get(Conversation, conversation_id)
+
+
+def conversation_for_update(session: Session, conversation_id: str) -> Conversation | None:
+    """The row, locked until commit on PostgreSQL (SQLite serialises writers by itself)."""
+    query = select(Conversation).where(Conversation.id == conversation_id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return session.exec(query.execution_options(populate_existing=True)).first()
+
+
 def find_conversation(
     session: Session, project_key: str, *, conversation_id: str | None = None, shared_id: str | None = None
 ) -> Conversation | None:

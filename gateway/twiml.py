@@ -20,8 +20,9 @@ class Links:
 
     base_url: str
 
-    def dial_status(self, conversation_id: str) -> str:
-        return f"{self.base_url}/voice/dial-status?conversation_id={conversation_id}"
+    def dial_status(self, conversation_id: str, attempt: int) -> str:
+        """The attempt number travels in the URL, so a late result can't fail a newer attempt."""
+        return f"{self.base_url}/voice/dial-status?conversation_id={conversation_id}&attempt={attempt}"
 
     def whisper(self, conversation_id: str) -> str:
         return f"{self.base_url}/voice/whisper?conversation_id={conversation_id}"
@@ -49,12 +50,12 @@ class TwimlRenderer:
     def _render(self, name: str, **values) -> str:
         return self._templates[name].render(**values)
 
-    def transfer(self, transfer: Transfer, links: Links, conversation_id: str) -> str:
+    def transfer(self, transfer: Transfer, links: Links, conversation_id: str, attempt: int) -> str:
         """The TwiML for one handoff attempt, per the destination's method (SPEC §4)."""
         common = dict(
             utterance=transfer.utterance,
             timeout=transfer.timeout,
-            action_url=links.dial_status(conversation_id),
+            action_url=links.dial_status(conversation_id, attempt),
         )
         if transfer.method == "bye":
             return self._render("bye", utterance=transfer.utterance, headers=transfer.headers)
@@ -72,6 +73,9 @@ class TwimlRenderer:
 
     def apology(self, message: str) -> str:
         return self._render("apology", message=message)
+
+    def hangup(self) -> str:
+        return self._render("hangup")
 
     def whisper(self, message: str) -> str:
         return self._render("whisper", message=message)

@@ -27,7 +27,7 @@ def conversation_of(session, call_sid=CALL_SID) -> Conversation:
 
 
 def action_url(conversation_id):
-    return f"{BASE_URL}/voice/dial-status?conversation_id={conversation_id}"
+    return f"{BASE_URL}/voice/dial-status?conversation_id={conversation_id}&attempt=1"
 
 
 def sip_headers_of(uri: str) -> dict[str, str]:
