@@ -13,7 +13,7 @@ from gateway.settings import Settings
 from gateway.store import init_db, make_engine
 from gateway.twiml import TwimlRenderer
 from gateway.twilio_rest import make_client
-from gateway.web import api, close_db, voice
+from gateway.web import api, api_conversations, api_destinations, close_db, voice
 
 log = logging.getLogger(__name__)
 
@@ -50,5 +50,6 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.teardown_appcontext(close_db)
     app.register_blueprint(voice.bp)
+    assert api_conversations and api_destinations  # their routes join api.bp on import
     api.register(app)
     return app

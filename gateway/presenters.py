@@ -61,3 +61,9 @@ def conversation(conversation: Conversation) -> dict:
         "updated_at": timestamp(conversation.updated_at),
         "ended_at": timestamp(conversation.ended_at),
     }
+
+
+def conversation_detail(row: Conversation, events: list[HandoffEvent]) -> dict:
+    """`GET /conversations/{id}`: the listing fields plus the whole handoff state."""
+    state = handoff_state(row, events)
+    return {**conversation(row), "data": state["data"], "handoff": state["handoff"]}

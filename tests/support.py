@@ -148,3 +148,17 @@ def same_twiml(ours: str | bytes, reference) -> bool:
 
 def twiml_root(xml_text: str | bytes) -> ET.Element:
     return ET.fromstring(xml_text)
+
+
+ASSISTANT_NUMBER = "+14155550193"
+
+
+def add_assistant_number(config_path) -> None:
+    """Add a number that an assistant answers first (<Connect><Stream>) to a test config file."""
+    marker = '[[projects.numbers]]\nnumber = "+14155550194"'
+    config_path.write_text(
+        config_path.read_text().replace(
+            marker,
+            f'[[projects.numbers]]\nnumber = "{ASSISTANT_NUMBER}"\nassistant_url = "wss://bot.acme.test/stream"\n\n{marker}',
+        )
+    )

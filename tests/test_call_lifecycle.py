@@ -7,7 +7,15 @@ import pytest
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from gateway import store
-from tests.support import BASE_URL, call_params, post_signed, same_twiml, twiml_root
+from tests.support import (
+    ASSISTANT_NUMBER,
+    BASE_URL,
+    add_assistant_number,
+    call_params,
+    post_signed,
+    same_twiml,
+    twiml_root,
+)
 
 CALL_SID = "CA" + "d" * 32
 
@@ -176,18 +184,11 @@ def test_the_whisper_tells_the_agent_the_reason(client, session):
     assert same_twiml(response.data, expected)
 
 
-ASSISTANT_NUMBER = "+14155550193"
 
 
 @pytest.fixture
 def assistant_client(make_app, config_path):
-    config_path.write_text(
-        config_path.read_text().replace(
-            '[[projects.numbers]]\nnumber = "+14155550194"',
-            f'[[projects.numbers]]\nnumber = "{ASSISTANT_NUMBER}"\nassistant_url = "wss://bot.acme.test/stream"\n\n'
-            '[[projects.numbers]]\nnumber = "+14155550194"',
-        )
-    )
+    add_assistant_number(config_path)
     return make_app().test_client()
 
 

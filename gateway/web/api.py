@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request
+from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from gateway import presenters, store
@@ -38,6 +39,16 @@ def json_body() -> dict:
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "Send a JSON object with Content-Type: application/json.")
     return body
+
+
+def validation_error(error: ValidationError) -> ApiError:
+    """The first problem pydantic found, as a 400 naming the field."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "body"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown field; check the spelling"
+    return ApiError(400, "invalid_request", f"{field}: {message}")
 
 
 def conversation_or_404(*, conversation_id: str | None = None, shared_id: str | None = None):

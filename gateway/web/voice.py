@@ -10,9 +10,10 @@ import logging
 from flask import Blueprint, Response, request
 
 from gateway import calls, store
-from gateway.twiml import NO_AGENT_APOLOGY, UNKNOWN_NUMBER_APOLOGY, Links
+from gateway.twiml import NO_AGENT_APOLOGY, UNKNOWN_NUMBER_APOLOGY
 from gateway.web import current_gateway, db
-from gateway.web.signature import public_base_url, twilio_signed
+from gateway.web.callbacks import call_flow
+from gateway.web.signature import twilio_signed
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +22,6 @@ bp = Blueprint("voice", __name__, url_prefix="/voice")
 
 def twiml_response(body: str) -> Response:
     return Response(body, 200, mimetype="text/xml")
-
-
-def call_flow() -> calls.CallFlow:
-    return calls.CallFlow(current_gateway().renderer, Links(public_base_url()))
 
 
 def _apology(message: str = NO_AGENT_APOLOGY) -> Response:

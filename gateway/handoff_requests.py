@@ -1,0 +1,127 @@
+"""An assistant or integrator asks for a handoff (SPEC §5 `POST /conversations/{id}/handoff`).
+
+Validate, record `handoff_initiated` with the context, and on a live call redirect it through
+Twilio's REST API. If Twilio refuses or does not answer, `handoff_failed` is recorded and the
+call simply stays where it was: it is never dropped.
+"""
+from __future__ import annotations
+
+import logging
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from requests import RequestException
+from sqlmodel import Session
+from twilio.base.exceptions import TwilioRestException
+from twilio.rest import Client
+
+from gateway import calls, catalog, handoff, store
+from gateway.config import ProjectConfig
+from gateway.models import Conversation
+
+log = logging.getLogger(__name__)
+
+
+class HandoffRequest(BaseModel):
+    """The request body; every field optional, the destination defaulting to the project's."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    destination: str | None = Field(None, min_length=1, max_length=100)
+    reason: str | None = Field(None, max_length=200)
+    utterance: str | None = Field(None, max_length=1000)
+    data: dict | None = None
+    topic: str | None = None
+    shared_id: str | None = Field(None, min_length=1, max_length=200)
+
+    @field_validator("topic")
+    @classmethod
+    def _snake_case_topic(cls, topic: str | None) -> str | None:
+        return handoff.check_topic(topic) if topic is not None else None
+
+
+class HandoffRefused(Exception):
+    """Why the handoff could not be done, as an HTTP status, an error code and a sentence."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def request_handoff(
+    session: Session,
+    project: ProjectConfig,
+    conversation_id: str,
+    request: HandoffRequest,
+    *,
+    twilio: Client | None,
+    flow: calls.CallFlow,
+) -> Conversation:
+    """Record the handoff, then move a live call; raises HandoffRefused with what went wrong."""
+    conversation = store.conversation_for_update(session, conversation_id)
+    if conversation is None or conversation.project_key != project.key:
+        raise HandoffRefused(404, "conversation_not_found", f"No conversation {conversation_id!r} in this project.")
+    name = request.destination or project.default_destination
+    entry = catalog.find(session, project, name)
+    if entry is None:
+        raise HandoffRefused(404, "destination_not_found", f"No destination named {name!r} in this project.")
+    if conversation.channel == "voice" and conversation.ended_at is not None:
+        raise HandoffRefused(409, "call_ended", "The call has already ended; there is nobody to hand off.")
+    if not handoff.can_initiate(conversation):
+        raise HandoffRefused(
+            409,
+            "handoff_in_progress",
+            f"This conversation is already {conversation.state} to {conversation.destination!r}; "
+            "a new handoff can start after it fails.",
+        )
+    if request.shared_id is not None:
+        conversation.shared_id = request.shared_id
+    if request.data:
+        conversation.data = {**(conversation.data or {}), **request.data}
+    if request.topic:
+        handoff.set_topic(session, conversation, request.topic)
+    utterance = request.utterance if request.utterance is not None else entry.destination.utterance
+    handoff.initiate(
+        session,
+        conversation,
+        destination=entry.destination.name,
+        reason=request.reason or entry.destination.reason,
+        utterance=utterance,
+        detail="requested through the API",
+    )
+    session.commit()
+    if conversation.channel == "voice":
+        _redirect_live_call(session, project, conversation, twilio, flow)
+    return conversation
+
+
+def _redirect_live_call(
+    session: Session, project: ProjectConfig, conversation: Conversation, twilio: Client | None, flow: calls.CallFlow
+) -> None:
+    if twilio is None:
+        _fail(session, conversation, "Twilio credentials are not configured")
+        raise HandoffRefused(
+            503, "twilio_not_configured", "Set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN to move live calls."
+        )
+    twiml = calls.transfer_twiml(session, conversation, project, flow)
+    try:
+        twilio.calls(conversation.call_sid).update(twiml=twiml)
+    except TwilioRestException as error:
+        _fail(session, conversation, f"Twilio refused the redirect: {error.code} {error.msg}")
+        raise HandoffRefused(
+            502,
+            "twilio_error",
+            f"Twilio refused to redirect the call (error {error.code}: {error.msg}); the caller stays where they were.",
+        ) from None
+    except RequestException as error:
+        _fail(session, conversation, f"Twilio did not answer: {type(error).__name__}")
+        raise HandoffRefused(
+            502,
+            "twilio_unreachable",
+            "Twilio did not answer in time; the caller stays where they were. Try again.",
+        ) from None
+
+
+def _fail(session: Session, conversation: Conversation, detail: str) -> None:
+    log.warning("conversation %s: handoff failed: %s", conversation.id, detail)
+    handoff.transition(session, conversation, handoff.FAILED, detail=detail)
+    session.commit()

@@ -1,0 +1,167 @@
+"""GET /conversations (filters, cursor paging), GET /conversations/{id}, /handoff_destinations CRUD."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from gateway import store
+from gateway.models import Conversation, utcnow
+from tests.support import ACME, CONFIG_KEY, call_params, post_signed
+
+BASE = "/v1/ws-acme/PROJECT-frontdesk"
+KEY = {"x-api-key": CONFIG_KEY}
+
+
+def get(client, path, **params):
+    return client.get(BASE + path, query_string=params, headers=KEY)
+
+
+@pytest.fixture
+def five_conversations(session):
+    """Five stored calls a minute apart; the newest is index 4."""
+    start = utcnow() - timedelta(hours=1)
+    rows = []
+    for index in range(5):
+        row = Conversation(
+            project_key=ACME,
+            channel="voice",
+            call_sid=f"CA{index:032d}",
+            from_number=f"+1415555000{index}",
+            to_number="+14155550199" if index % 2 else "+14155550197",
+            state="handoff_completed" if index < 2 else "handoff_initiated",
+            topic="customer_refund" if index == 3 else None,
+            started_at=start + timedelta(minutes=index),
+        )
+        session.add(row)
+        rows.append(row)
+    session.commit()
+    return rows
+
+
+def test_newest_first_with_a_cursor_through_every_page(client, five_conversations):
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        body = get(client, "/conversations", **params).get_json()
+        seen += [item["id"] for item in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [row.id for row in reversed(five_conversations)]
+
+
+def test_filters_narrow_the_list(client, five_conversations):
+    def ids(**params):
+        return {item["id"] for item in get(client, "/conversations", **params).get_json()["items"]}
+
+    rows = five_conversations
+    assert ids(state="handoff_completed") == {rows[0].id, rows[1].id}
+    assert ids(topic="customer_refund") == {rows[3].id}
+    assert ids(to="+14155550199") == {rows[1].id, rows[3].id}
+    assert ids(**{"from": "+14155550002"}) == {rows[2].id}
+    assert ids(call_sid=rows[4].call_sid) == {rows[4].id}
+    since = store.as_utc(rows[3].started_at).isoformat().replace("+00:00", "Z")
+    assert ids(since=since) == {rows[3].id, rows[4].id}
+    assert ids(until=since) == {rows[0].id, rows[1].id, rows[2].id}
+
+
+def test_an_item_has_the_documented_fields(client, five_conversations):
+    item = get(client, "/conversations", limit=1).get_json()["items"][0]
+    assert set(item) >= {"id", "shared_id", "channel", "call_sid", "from", "to", "state", "topic", "started_at"}
+
+
+@pytest.mark.parametrize("params,code", [({"limit": 0}, "invalid_parameter"), ({"since": "yesterday"}, "invalid_parameter"), ({"cursor": "!!"}, "invalid_cursor")])
+def test_bad_list_parameters_are_400(client, params, code):
+    response = get(client, "/conversations", **params)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == code
+
+
+def test_one_conversation_with_its_handoff(client, session):
+    post_signed(client, "/voice/call", call_params(call_sid="CA" + "9" * 32))
+    conversation = store.conversation_by_call_sid(session, "CA" + "9" * 32)
+    body = get(client, f"/conversations/{conversation.id}").get_json()
+    assert body["id"] == conversation.id
+    assert body["call_sid"] == "CA" + "9" * 32
+    assert body["handoff"]["destination"] == "Front desk"
+    assert [h["state"] for h in body["handoff"]["history"]] == ["handoff_initiated"]
+    assert get(client, "/conversations/unknown").status_code == 404
+
+
+NEW = {
+    "name": "Escalations",
+    "description": "Supervisors",
+    "method": "invite",
+    "route": "sip:escalate@pbx.acme.test",
+    "sip_headers": {"X-Reason": "$reason", "X-Caller": "$caller_id"},
+}
+
+
+def test_create_read_update_delete_a_destination(client):
+    created = client.post(f"{BASE}/handoff_destinations", json=NEW, headers=KEY)
+    assert created.status_code == 201, created.text
+    assert created.get_json()["source"] == "database"
+
+    listed = get(client, "/handoff_destinations").get_json()["items"]
+    assert [d["name"] for d in listed if d["source"] == "database"] == ["Escalations"]
+    assert {d["name"] for d in listed if d["source"] == "config"} >= {"Front desk", "Billing"}
+
+    patched = client.patch(f"{BASE}/handoff_destinations/Escalations", json={"timeout": 30}, headers=KEY)
+    assert patched.status_code == 200
+    assert get(client, "/handoff_destinations/Escalations").get_json()["timeout"] == 30
+
+    assert client.delete(f"{BASE}/handoff_destinations/Escalations", headers=KEY).status_code == 204
+    assert get(client, "/handoff_destinations/Escalations").status_code == 404
+
+
+def test_a_stored_destination_can_receive_a_handoff(client, session):
+    client.post(f"{BASE}/handoff_destinations", json=NEW, headers=KEY)
+    conversation = Conversation(project_key=ACME, channel="chat")
+    session.add(conversation)
+    session.commit()
+    response = client.post(
+        f"{BASE}/conversations/{conversation.id}/handoff", json={"destination": "Escalations"}, headers=KEY
+    )
+    assert response.status_code == 202
+    assert response.get_json()["handoff"]["destination"] == "Escalations"
+
+
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        ({"method": "transfer"}, "method"),
+        ({"route": None}, "route"),
+        ({"sip_headers": {"Reason": "x"}}, "sip_headers"),
+        ({"route": "555-0100"}, "route"),
+        ({"method": "bye"}, "route"),
+        ({"timeout": 2}, "timeout"),
+        ({"unknown": 1}, "unknown"),
+    ],
+)
+def test_the_config_files_rules_apply(client, change, field):
+    response = client.post(f"{BASE}/handoff_destinations", json={**NEW, **change}, headers=KEY)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_destination"
+    assert error["message"].startswith(field)
+
+
+def test_duplicates_and_config_destinations_are_409(client):
+    assert client.post(f"{BASE}/handoff_destinations", json=NEW, headers=KEY).status_code == 201
+    duplicate = client.post(f"{BASE}/handoff_destinations", json=NEW, headers=KEY)
+    assert (duplicate.status_code, duplicate.get_json()["error"]["code"]) == (409, "duplicate_destination")
+    clash = client.post(f"{BASE}/handoff_destinations", json={**NEW, "name": "Billing"}, headers=KEY)
+    assert (clash.status_code, clash.get_json()["error"]["code"]) == (409, "duplicate_destination")
+
+    for response in (
+        client.patch(f"{BASE}/handoff_destinations/Billing", json={"timeout": 30}, headers=KEY),
+        client.delete(f"{BASE}/handoff_destinations/Billing", headers=KEY),
+    ):
+        assert (response.status_code, response.get_json()["error"]["code"]) == (409, "managed_by_config")
+
+
+def test_malformed_json_is_400(client):
+    response = client.post(f"{BASE}/handoff_destinations", data="{", headers={**KEY, "Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_json"
