@@ -50,6 +50,5 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.teardown_appcontext(close_db)
     app.register_blueprint(voice.bp)
-    assert api_conversations and api_destinations  # their routes join api.bp on import
-    api.register(app)
+    api.register(app, modules=[api, api_conversations, api_destinations])
     return app

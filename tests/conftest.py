@@ -11,6 +11,7 @@ from sqlmodel import Session, SQLModel
 
 from gateway import create_app
 from gateway.settings import Settings
+from tests.openapi_conformance import Conformance
 from tests.support import ACCOUNT_SID, AUTH_TOKEN, CONFIG_TOML
 
 POSTGRES_ENV = "GATEWAY_TEST_DATABASE_URL"
@@ -87,17 +88,23 @@ def make_settings(database_url, config_path):
 
 @pytest.fixture
 def make_app(make_settings):
+    """Build test apps; every /v1 response they give is checked against their /openapi.json."""
     apps = []
 
     def build(**overrides):
         app = create_app(make_settings(**overrides))
         app.testing = True
-        apps.append(app)
+        conformance = Conformance()
+        app.after_request(conformance.check)
+        conformance.load(app.test_client().get("/openapi.json").get_json())
+        apps.append((app, conformance))
         return app
 
     yield build
-    for app in apps:
+    problems = [problem for _app, conformance in apps for problem in conformance.problems]
+    for app, _conformance in apps:
         app.extensions["gateway"].engine.dispose()
+    assert not problems, "responses that /openapi.json does not describe:\n" + "\n".join(problems)
 
 
 @pytest.fixture

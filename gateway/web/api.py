@@ -5,7 +5,7 @@ from flask import Blueprint, g, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from gateway import presenters, store
+from gateway import openapi, presenters, store
 from gateway.apikeys import KeyCheck, check_key
 from gateway.web import current_gateway, db
 from gateway.web.errors import ApiError, handle_api_error, handle_http_error
@@ -72,9 +72,11 @@ def handoff_state():
     return jsonify(presenters.handoff_state(conversation, store.history(db(), conversation.id)))
 
 
-def register(app) -> None:
-    """The blueprint, plus JSON errors for unknown paths and methods under /v1."""
+def register(app, modules: list) -> None:
+    """The blueprint (its routes come from `modules`), /openapi.json, and JSON errors under /v1."""
     app.register_blueprint(bp)
+    document = openapi.build(modules)
+    app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(document))
 
     def _json_under_v1(error: HTTPException):
         if request.path.startswith("/v1/"):
@@ -82,3 +84,55 @@ def register(app) -> None:
         return error
 
     app.register_error_handler(HTTPException, _json_under_v1)
+
+OPENAPI_SCHEMAS = {
+    "HistoryEntry": {
+        "type": "object",
+        "required": ["state", "at", "destination", "detail"],
+        "properties": {
+            "state": {"type": "string", "description": "handoff_initiated, handoff_completed, handoff_failed or a topic"},
+            "at": {"type": "string", "format": "date-time"},
+            "destination": openapi.nullable("string"),
+            "detail": openapi.nullable("string", description="Twilio's status and SIP code for this step"),
+        },
+    },
+    "HandoffState": {
+        "type": "object",
+        "required": ["id", "shared_id", "data", "state", "topic", "handoff"],
+        "properties": {
+            "id": {"type": "string"},
+            "shared_id": openapi.nullable("string"),
+            "data": {"type": "object", "additionalProperties": True},
+            "state": openapi.nullable("string", enum=["handoff_initiated", "handoff_completed", "handoff_failed", None]),
+            "topic": openapi.nullable("string"),
+            "handoff": {
+                "type": "object",
+                "required": ["destination", "reason", "utterance", "attempts", "updated_at", "history"],
+                "properties": {
+                    "destination": openapi.nullable("string"),
+                    "reason": openapi.nullable("string"),
+                    "utterance": openapi.nullable("string"),
+                    "attempts": {"type": "integer", "minimum": 0},
+                    "updated_at": {"type": "string", "format": "date-time"},
+                    "history": {"type": "array", "items": openapi.ref("HistoryEntry")},
+                },
+            },
+        },
+    },
+}
+
+OPENAPI_PATHS = {
+    "/handoff_state": {
+        "get": openapi.operation(
+            "Read a conversation's handoff state (screen-pop); shared_id wins over id.",
+            {
+                "200": {"description": "The handoff state.", **openapi.json_content(openapi.ref("HandoffState"))},
+                "400": openapi.error("Neither id nor shared_id given (missing_identifier)."),
+            },
+            parameters=[
+                openapi.query("id", "The conversation id the gateway made."),
+                openapi.query("shared_id", "Your own identifier for the conversation."),
+            ],
+        )
+    }
+}

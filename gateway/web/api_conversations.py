@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from flask import g, jsonify, request
 from pydantic import ValidationError
 
-from gateway import presenters, store
+from gateway import openapi, presenters, store
 from gateway.handoff_requests import HandoffRefused, HandoffRequest, request_handoff
 from gateway.web import current_gateway, db
 from gateway.web.api import bp, conversation_or_404, json_body, validation_error
@@ -102,3 +102,108 @@ def _cursor_arg() -> tuple[datetime, str] | None:
         return datetime.fromisoformat(started_at), str(conversation_id)
     except (ValueError, TypeError, binascii.Error):
         raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out; start again without it.") from None
+
+
+OPENAPI_SCHEMAS = {
+    "Conversation": {
+        "type": "object",
+        "required": ["id", "shared_id", "channel", "call_sid", "from", "to", "state", "topic", "started_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "shared_id": openapi.nullable("string"),
+            "channel": {"type": "string", "enum": ["voice", "sms", "chat"]},
+            "call_sid": openapi.nullable("string"),
+            "from": openapi.nullable("string"),
+            "to": openapi.nullable("string"),
+            "state": openapi.nullable("string"),
+            "topic": openapi.nullable("string"),
+            "destination": openapi.nullable("string"),
+            "reason": openapi.nullable("string"),
+            "attempts": {"type": "integer"},
+            "call_status": openapi.nullable("string"),
+            "duration_seconds": openapi.nullable("integer"),
+            "started_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "ended_at": openapi.nullable("string", format="date-time"),
+        },
+    },
+    "ConversationPage": {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {"type": "array", "items": openapi.ref("Conversation")},
+            "next_cursor": openapi.nullable("string"),
+        },
+    },
+    "ConversationDetail": {
+        "allOf": [
+            openapi.ref("Conversation"),
+            {
+                "type": "object",
+                "required": ["data", "handoff"],
+                "properties": {
+                    "data": {"type": "object", "additionalProperties": True},
+                    "handoff": {"type": "object"},
+                },
+            },
+        ]
+    },
+    "HandoffRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "destination": {"type": "string", "description": "Defaults to the project's default_destination."},
+            "reason": {"type": "string", "maxLength": 200},
+            "utterance": {"type": "string", "maxLength": 1000},
+            "data": {"type": "object", "additionalProperties": True},
+            "topic": {"type": "string", "pattern": "^[a-z][a-z0-9]*(_[a-z0-9]+)*$"},
+            "shared_id": {"type": "string", "maxLength": 200},
+        },
+    },
+}
+
+_LIST_PARAMETERS = [
+    openapi.query("call_sid", "Twilio's CallSid."),
+    openapi.query("state", "A lifecycle state."),
+    openapi.query("topic", "A topic state."),
+    openapi.query("from", "The caller's number."),
+    openapi.query("to", "The called number."),
+    openapi.query("since", "Started at or after (ISO 8601).", {"type": "string", "format": "date-time"}),
+    openapi.query("until", "Started before (ISO 8601).", {"type": "string", "format": "date-time"}),
+    openapi.query("limit", f"Page size, 1 to {MAX_PAGE}.", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+    openapi.query("cursor", "next_cursor from the previous page."),
+]
+
+OPENAPI_PATHS = {
+    "/conversations": {
+        "get": openapi.operation(
+            "List conversations, newest first.",
+            {
+                "200": {"description": "A page of conversations.", **openapi.json_content(openapi.ref("ConversationPage"))},
+                "400": openapi.error("A filter, limit or cursor is malformed."),
+            },
+            parameters=_LIST_PARAMETERS,
+        )
+    },
+    "/conversations/{conversation_id}": {
+        "parameters": [openapi.path_param("account_id"), openapi.path_param("project_id"), openapi.path_param("conversation_id")],
+        "get": openapi.operation(
+            "One conversation with its handoff state.",
+            {"200": {"description": "The conversation.", **openapi.json_content(openapi.ref("ConversationDetail"))}},
+        ),
+    },
+    "/conversations/{conversation_id}/handoff": {
+        "parameters": [openapi.path_param("account_id"), openapi.path_param("project_id"), openapi.path_param("conversation_id")],
+        "post": openapi.operation(
+            "Hand the conversation to a destination; a live call is redirected through Twilio.",
+            {
+                "202": {"description": "Handoff initiated.", **openapi.json_content(openapi.ref("HandoffState"))},
+                "400": openapi.error("Malformed body (invalid_json, invalid_request)."),
+                "409": openapi.error("A handoff is already in progress or done, or the call ended."),
+                "502": openapi.error("Twilio refused or did not answer; handoff_failed is recorded."),
+                "503": openapi.error("Twilio credentials are not configured."),
+            },
+            body=openapi.ref("HandoffRequest"),
+        ),
+    },
+}
