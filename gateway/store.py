@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import and_, event, func, or_
+from sqlalchemy import and_, event, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine, select
@@ -150,10 +150,6 @@ def history(session: Session, conversation_id: str) -> list[HandoffEvent]:
             .order_by(HandoffEvent.at, HandoffEvent.id)
         )
     )
-
-
-def count_conversations(session: Session) -> int:
-    return session.exec(select(func.count()).select_from(Conversation)).one()
 
 
 @dataclass(frozen=True)
