@@ -1,12 +1,15 @@
 """Signing in to the console from Flask's test client, and reading what its pages show."""
 from __future__ import annotations
 
+import contextlib
 import html
 import re
+import threading
 
 from werkzeug.datastructures import MultiDict
 
 from werkzeug.security import generate_password_hash
+from werkzeug.serving import make_server
 
 PASSWORD = "correct horse battery staple"
 #: A cheap hash keeps the tests fast; the console accepts any werkzeug hash method.
@@ -41,3 +44,17 @@ def text_of(response) -> str:
 def field_error(response, field: str) -> str | None:
     match = re.search(rf'<p class="field-error" id="{field}-error"[^>]*>(.*?)</p>', response.get_data(as_text=True), re.S)
     return html.unescape(match.group(1)).strip() if match else None
+
+
+@contextlib.contextmanager
+def serve(app):
+    """Serve the app on a free loopback port in a thread; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
