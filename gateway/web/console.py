@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from xml.etree import ElementTree
 from datetime import date, datetime, time, timedelta, timezone
 from urllib.parse import urlsplit
 
@@ -383,8 +384,22 @@ def test_route():
         return redirect(url_for("console.numbers"))
     status, twiml = simulate_call(number, from_number)
     return render_template(
-        "console/route_test.html", number=route.number, from_number=from_number, status=status, twiml=twiml
+        "console/route_test.html",
+        number=route.number,
+        from_number=from_number,
+        status=status,
+        twiml=_indented(twiml),
     )
+
+
+def _indented(twiml: str) -> str:
+    """One element a line, so an operator can read it; anything that is not XML is shown as is."""
+    try:
+        root = ElementTree.fromstring(twiml)
+    except ElementTree.ParseError:
+        return twiml
+    ElementTree.indent(root)
+    return ElementTree.tostring(root, encoding="unicode")
 
 
 # --- Conversations -------------------------------------------------------------------------
