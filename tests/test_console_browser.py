@@ -85,7 +85,6 @@ def test_operator_signs_in_adds_a_handoff_and_reviews_a_conversation(live, page,
     page.click("button[type=submit]")
     page.wait_for_url(f"{base_url}/console/handoffs")
     assert page.locator("tr[data-name='Front desk']").count() == 1
-    shoot(page, "handoffs")
 
     # Add a destination with two SIP headers; the second row comes from "Add SIP Header".
     page.click("text=Add Handoff")
@@ -103,6 +102,8 @@ def test_operator_signs_in_adds_a_handoff_and_reviews_a_conversation(live, page,
     page.click("button[value=save]")
     page.wait_for_url(f"{base_url}/console/handoffs")
     assert "Added Escalations." in page.inner_text("main")
+    assert "console / API" in page.inner_text("tr[data-name='Escalations']")
+    shoot(page, "handoffs")
     session.expire_all()
     entry = catalog.find(session, app.extensions["gateway"].config.project_by_key(ACME), "Escalations")
     assert entry.source == "database"
