@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 
 from flask import Flask
 from twilio.request_validator import RequestValidator
@@ -13,7 +14,7 @@ from gateway.settings import Settings
 from gateway.store import init_db, make_engine
 from gateway.twiml import TwimlRenderer
 from gateway.twilio_rest import make_client
-from gateway.web import api, api_conversations, api_destinations, close_db, voice
+from gateway.web import api, api_conversations, api_destinations, close_db, console, voice
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    # Random when unset: `gunicorn --preload` builds the app once, so its workers share the key.
+    app.secret_key = settings.secret_key.get_secret_value() if settings.secret_key else secrets.token_hex(32)
     app.extensions["gateway"] = Gateway(
         settings=settings,
         config=config,
@@ -51,4 +54,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.teardown_appcontext(close_db)
     app.register_blueprint(voice.bp)
     api.register(app, modules=[api, api_conversations, api_destinations])
+    console.register(app)
     return app

@@ -200,3 +200,16 @@ def list_conversations(
         )
     query = query.order_by(Conversation.started_at.desc(), Conversation.id.desc()).limit(limit)
     return list(session.exec(query))
+
+
+def delete_call(session: Session, call_sid: str) -> bool:
+    """Remove a call's conversation and its history (the console's route test leaves nothing behind)."""
+    conversation = conversation_by_call_sid(session, call_sid)
+    if conversation is None:
+        return False
+    for event in history(session, conversation.id):
+        session.delete(event)
+    session.flush()
+    session.delete(conversation)
+    session.commit()
+    return True

@@ -1,0 +1,119 @@
+"""The operator commands of `gateway`: hash-password, numbers, destinations and simulate-call."""
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+from werkzeug.security import check_password_hash
+
+from gateway import store
+from gateway.cli import main
+from tests.console_support import PASSWORD_HASH, post_form, serve, sign_in
+from tests.support import AUTH_TOKEN, twiml_root
+
+
+@pytest.fixture
+def env(config_path, database_url):
+    return {
+        "GATEWAY_CONFIG": str(config_path),
+        "GATEWAY_DATABASE_URL": database_url,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "GATEWAY_PUBLIC_URL": "",
+    }
+
+
+def run(env, *args, input=None):
+    return CliRunner().invoke(main, list(args), env=env, input=input, catch_exceptions=False)
+
+
+@pytest.mark.parametrize("command", ["hash-password", "numbers", "destinations", "simulate-call"])
+def test_each_command_explains_itself(command):
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage: main " + command in result.output or "Usage: gateway " + command in result.output
+
+
+def test_hash_password_prints_a_hash_the_console_accepts():
+    result = CliRunner().invoke(main, ["hash-password"], input="s3cret-pass\ns3cret-pass\n")
+    assert result.exit_code == 0
+    printed = result.stdout.strip().splitlines()[-1]
+    assert check_password_hash(printed, "s3cret-pass")
+    assert "s3cret-pass" not in result.stdout
+
+
+def test_hash_password_refuses_a_short_password():
+    result = CliRunner().invoke(main, ["hash-password"], input="short\nshort\n")
+    assert result.exit_code == 1
+    assert "at least 8 characters" in result.stderr
+
+
+def test_numbers_lists_where_each_number_routes(env):
+    result = run(env, "numbers")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "ws-acme/PROJECT-frontdesk"
+    assert "  +14155550199  -> Front desk  then Billing  (SMS from the number itself; 10DLC registered)" in lines
+    assert "  +14155550197  -> Billing  then Tier 2, Secure desk  (SMS from the number itself; 10DLC unknown)" in lines
+    assert "  +14155550299  -> Desk  (SMS from the number itself; 10DLC unknown)" in lines
+
+
+def test_destinations_lists_both_sources(env, make_app, config_path):
+    app = make_app(console_password_hash=PASSWORD_HASH)
+    client = app.test_client()
+    sign_in(client)
+    post_form(client, "/console/handoffs/new", {"name": "Sales", "method": "invite", "route": "+14155550111"})
+
+    result = run(env, "destinations", "--account", "acme", "--project", "frontdesk")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "ws-acme/PROJECT-frontdesk"
+    assert f"  Front desk  invite +14155550100  [config {config_path}]" in lines
+    assert f"  SBC  bye  [config {config_path}]" in lines
+    assert "  Sales  invite +14155550111  [database]" in lines
+    assert "ws-globex/PROJECT-support" not in result.stdout
+
+    everything = run(env, "destinations")
+    assert "ws-globex/PROJECT-support" in everything.stdout and "Sales" in everything.stdout
+
+
+def test_destinations_of_an_unknown_project(env):
+    result = run(env, "destinations", "--account", "nobody", "--project", "x")
+    assert result.exit_code == 1
+    assert "no project nobody/x" in result.stderr
+
+
+def test_simulate_call_prints_the_twiml_of_a_live_gateway(env, app, session):
+    with serve(app) as base_url:
+        result = run(env, "simulate-call", "--to", "+14155550199", "--from", "+14155551234",
+                     "--url", f"{base_url}/voice/call")
+    assert result.exit_code == 0, result.output
+    root = twiml_root(result.stdout)
+    assert root.find("Say").text == "Let me transfer you to someone who can help."
+    assert root.find("Dial/Number").text == "+14155550100"
+    assert result.stderr.startswith("200 for CallSid CA")
+    call_sid = result.stderr.split()[3]
+    session.expire_all()
+    recorded = store.conversation_by_call_sid(session, call_sid)
+    assert (recorded.from_number, recorded.state) == ("+14155551234", "handoff_initiated")
+
+
+def test_simulate_call_with_the_wrong_token_shows_the_403(env, app):
+    with serve(app) as base_url:
+        result = run({**env, "TWILIO_AUTH_TOKEN": "another-token"}, "simulate-call", "--to", "+14155550199",
+                     "--from", "+14155551234", "--url", f"{base_url}/voice/call")
+    assert result.exit_code == 1
+    assert "403: the signature did not verify" in result.stderr
+
+
+def test_simulate_call_without_a_token(env):
+    result = run({**env, "TWILIO_AUTH_TOKEN": ""}, "simulate-call", "--to", "+14155550199", "--from", "+1415")
+    assert result.exit_code == 1
+    assert "TWILIO_AUTH_TOKEN is not set" in result.stderr
+
+
+def test_simulate_call_to_nothing_says_it_could_not_reach_it(env, app):
+    with serve(app) as base_url:
+        pass  # the port is free again: nothing listens there now
+    result = run(env, "simulate-call", "--to", "+14155550199", "--from", "+14155551234", "--url", f"{base_url}/voice/call")
+    assert result.exit_code == 1
+    assert f"could not reach {base_url}/voice/call" in result.stderr
