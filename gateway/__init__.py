@@ -13,7 +13,8 @@ from gateway.settings import Settings
 from gateway.store import init_db, make_engine
 from gateway.twiml import TwimlRenderer
 from gateway.twilio_rest import make_client
-from gateway.web import api, close_db, voice
+from gateway.web import api, close_db, ops, voice
+from gateway.web.logcontext import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -51,4 +52,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.teardown_appcontext(close_db)
     app.register_blueprint(voice.bp)
     api.register(app)
+    ops.init_app(app)
+    configure_logging(app)
     return app

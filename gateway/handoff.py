@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from gateway import store
+from gateway import jsonlog, metrics, store
 from gateway.models import Conversation, utcnow
 
 INITIATED = "handoff_initiated"
@@ -74,6 +74,8 @@ def transition(
     conversation.updated_at = utcnow()
     session.add(conversation)
     session.commit()
+    jsonlog.bind(conversation_id=conversation.id)
+    metrics.handoff_recorded(state, destination)
     return True
 
 
