@@ -11,7 +11,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from gateway import store
+from gateway import jsonlog, metrics, store
 from gateway.models import Conversation, utcnow
 
 INITIATED = "handoff_initiated"
@@ -83,6 +83,8 @@ def transition(
         conversation.attempts += 1
     conversation.updated_at = utcnow()
     session.add(conversation)
+    jsonlog.bind(conversation_id=conversation.id)
+    metrics.handoff_recorded(state, destination)
     return True
 
 

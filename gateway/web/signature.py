@@ -6,6 +6,7 @@ from functools import wraps
 
 from flask import Response, request
 
+from gateway import metrics
 from gateway.web import current_gateway
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def twilio_signed(view):
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature or not validator.validate(webhook_url(), request.form, signature):
             log.warning("refused %s: X-Twilio-Signature does not verify for %s", request.path, webhook_url())
+            metrics.signature_failed(request.url_rule.rule)
             return Response("Invalid Twilio signature.\n", 403, mimetype="text/plain")
         return view(*args, **kwargs)
 

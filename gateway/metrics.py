@@ -1,0 +1,76 @@
+"""Prometheus metrics of one gateway, and the helpers the core calls to count what happened.
+
+Every app has its own CollectorRegistry (tests build many apps in one process). The core does
+not know which app it serves, so the web layer makes the app's `Metrics` current for the
+length of each request (`activate`) and the helpers below count into it; outside a request
+(the CLI, a test calling the core directly) they count nothing.
+"""
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+#: Webhook latencies that matter: Twilio gives up at 15 s, callers notice well before.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0)
+
+
+class Metrics:
+    """The gateway's instruments, all in one registry that `/metrics` exposes."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.request_latency = Histogram(
+            "gateway_request_duration_seconds",
+            "Time to answer an HTTP request (Twilio webhooks and API), by URL rule.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.handoffs = Counter(
+            "gateway_handoff_transitions",
+            "Handoff state transitions recorded, by state entered and destination.",
+            ["state", "destination"],
+            registry=self.registry,
+        )
+        self.signature_failures = Counter(
+            "gateway_twilio_signature_failures",
+            "Twilio webhooks refused with 403 because X-Twilio-Signature did not verify.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.sms_refusals = Counter(
+            "gateway_sms_refused",
+            "Outbound SMS refused before sending (opt-out, unregistered A2P 10DLC sender, ...).",
+            ["reason"],
+            registry=self.registry,
+        )
+
+
+_current: ContextVar[Metrics | None] = ContextVar("gateway_metrics", default=None)
+
+
+def activate(metrics: Metrics | None) -> None:
+    """Count into `metrics` from now on in this context (None: count nothing)."""
+    _current.set(metrics)
+
+
+def handoff_recorded(state: str, destination: str | None) -> None:
+    """A handoff transition was committed."""
+    metrics = _current.get()
+    if metrics is not None:
+        metrics.handoffs.labels(state=state, destination=destination or "").inc()
+
+
+def signature_failed(route: str) -> None:
+    """A Twilio webhook was refused because its signature did not verify."""
+    metrics = _current.get()
+    if metrics is not None:
+        metrics.signature_failures.labels(route=route).inc()
+
+
+def sms_refused(reason: str) -> None:
+    """An outbound SMS was refused before sending; `reason` is the API error code."""
+    metrics = _current.get()
+    if metrics is not None:
+        metrics.sms_refusals.labels(reason=reason).inc()

@@ -1,0 +1,77 @@
+"""What a log line knows of its request: CallSid, conversation id, and which secrets to blank out."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+from flask import Flask, current_app, g, has_app_context, has_request_context, request
+from werkzeug.exceptions import HTTPException
+
+from gateway import jsonlog
+
+FORM_MIMETYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _form_value(name: str) -> str | None:
+    """A field of a Twilio webhook's form; never the cause of a 413 of its own."""
+    if request.mimetype not in FORM_MIMETYPES:
+        return None
+    try:
+        return request.form.get(name)
+    except HTTPException:
+        return None
+
+
+class RequestContextFilter(logging.Filter):
+    """Stamp each record with the request it was logged in (when it was logged in one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        bound = jsonlog.bound_context()
+        for field, value in bound.items():
+            setattr(record, field, value)
+        if not has_request_context():
+            return True
+        record.method = request.method
+        record.path = request.path
+        record.call_sid = g.get("call_sid") or _form_value("CallSid") or request.args.get("CallSid")
+        record.conversation_id = (
+            g.get("conversation_id")
+            or bound.get("conversation_id")
+            or request.args.get("conversation_id")
+            or (request.view_args or {}).get("conversation_id")
+        )
+        return True
+
+
+def _request_secrets() -> list[str | None]:
+    """The auth token of the app serving this record, and the request's API key."""
+    secrets: list[str | None] = []
+    if has_app_context() and "gateway" in current_app.extensions:
+        secrets.append(current_app.extensions["gateway"].settings.auth_token)
+    if has_request_context():
+        secrets.append(request.headers.get("x-api-key"))
+    return secrets
+
+
+def json_handler(app: Flask, stream: TextIO | None = None) -> logging.Handler:
+    """A handler writing JSON lines, stamped with the request and with secrets redacted."""
+    token = app.extensions["gateway"].settings.auth_token
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(jsonlog.JsonFormatter())
+    handler.addFilter(RequestContextFilter())
+    handler.addFilter(jsonlog.RedactingFilter(lambda: [token, *_request_secrets()]))
+    return handler
+
+
+def configure_logging(app: Flask) -> None:
+    """Send every log line to stderr as JSON, unless logging is already set up.
+
+    pytest (and gunicorn --log-config) put handlers on the root logger first; we leave those be,
+    as logging.basicConfig does.
+    """
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    root.addHandler(json_handler(app))
+    root.setLevel(logging.INFO)

@@ -1,0 +1,75 @@
+"""For load balancers and monitoring: /healthz, /readyz, /metrics; and per-request timing."""
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, request_started
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway import jsonlog, metrics
+from gateway.web import current_gateway
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("ops", __name__)
+
+#: Requests that matched no URL rule share one label, so probes of random paths add no series.
+UNMATCHED_ROUTE = "unmatched"
+
+
+def current_metrics() -> metrics.Metrics:
+    return current_app.extensions["metrics"]
+
+
+@bp.get("/healthz")
+def healthz():
+    """The process is up and answering; says nothing of the database (that is /readyz)."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    """Ready when the database answers a query; 503 with the reason when it does not."""
+    try:
+        with current_gateway().engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as error:
+        cause = getattr(error, "orig", None) or error
+        reason = f"database unreachable: {type(cause).__name__}: {str(cause).strip().splitlines()[0]}"
+        log.error("not ready: %s", reason)
+        return jsonify({"status": "unavailable", "reason": reason}), 503
+    return jsonify({"status": "ready"})
+
+
+@bp.get("/metrics")
+def prometheus_metrics():
+    return Response(generate_latest(current_metrics().registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def _start_request(_app: Flask, **_extra) -> None:
+    g.request_timer = time.perf_counter()
+    jsonlog.clear()
+    metrics.activate(current_metrics())
+
+
+def _end_request(_error: BaseException | None = None) -> None:
+    started = g.pop("request_timer", None)
+    if started is not None:
+        route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
+        current_metrics().request_latency.labels(route=route, method=request.method).observe(
+            time.perf_counter() - started
+        )
+    metrics.activate(None)
+    jsonlog.clear()
+
+
+def init_app(app: Flask) -> None:
+    """Give the app its own metrics registry, time every request, and serve the ops endpoints."""
+    app.extensions["metrics"] = metrics.Metrics()
+    # The request_started signal comes before URL value preprocessors, where the API authenticates.
+    request_started.connect(_start_request, app)
+    app.teardown_request(_end_request)
+    app.register_blueprint(bp)
