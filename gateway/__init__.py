@@ -13,7 +13,8 @@ from gateway.settings import Settings
 from gateway.store import init_db, make_engine
 from gateway.twiml import TwimlRenderer
 from gateway.twilio_rest import make_client
-from gateway.web import api, close_db, voice
+from gateway.web import api, close_db, sms, voice
+from gateway.web import api_messaging  # noqa: F401  (adds its routes to api.bp before registration)
 
 log = logging.getLogger(__name__)
 
@@ -50,5 +51,6 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.teardown_appcontext(close_db)
     app.register_blueprint(voice.bp)
+    app.register_blueprint(sms.bp)
     api.register(app)
     return app
