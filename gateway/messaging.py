@@ -5,6 +5,7 @@ status callback URL) and turn `SendError` into their own responses.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -14,7 +15,7 @@ from typing import Callable
 
 import requests
 from sqlmodel import Session
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
@@ -149,14 +150,15 @@ def check_a2p_10dlc(sender: NumberConfig, client: Client | None, campaigns: Camp
         raise _no_client()
     try:
         statuses = campaigns.statuses(client, service)
-    except TwilioRestException as error:
+    except TwilioException as error:
+        code, words = _twilio_failure(error)
         raise SendError(
             502,
             "twilio_error",
             f"Could not read the A2P 10DLC campaign of messaging service {service} from Twilio "
-            f"({error.msg}); nothing was sent.",
-            twilio_code=error.code,
-            explanation=explain(error.code),
+            f"({words}); nothing was sent.",
+            twilio_code=code,
+            explanation=explain(code),
         ) from None
     except requests.RequestException as error:
         raise SendError(
@@ -173,6 +175,18 @@ def check_a2p_10dlc(sender: NumberConfig, client: Client | None, campaigns: Camp
         f"The A2P 10DLC campaign of messaging service {service} ({number}) is {', '.join(statuses)}, "
         "not VERIFIED; wait for Twilio to verify it, or fix what the Twilio Console reports."
     )
+
+
+def _twilio_failure(error: TwilioException) -> tuple[int | None, str]:
+    """Twilio's error code and words; list pages fail with a bare TwilioException holding the response."""
+    if isinstance(error, TwilioRestException):
+        return error.code, error.msg
+    response = error.args[1] if len(error.args) > 1 else None
+    try:
+        payload = json.loads(response.text)
+        return payload.get("code"), payload.get("message") or str(error.args[0])
+    except (AttributeError, TypeError, ValueError):
+        return None, str(error.args[0]) if error.args else "unknown error"
 
 
 def _refuse_unregistered(message: str):
