@@ -41,8 +41,6 @@ OPT_IN_WORDS = frozenset({"START", "UNSTOP", "YES"})
 HELP_WORDS = frozenset({"HELP", "INFO"})
 DEFAULT_HELP_TEXT = "Reply STOP to stop receiving messages, START to receive them again."
 
-DEFAULT_SMS_HANDOFF_REPLY = "Thanks. A member of our team will text you shortly."
-
 #: Twilio's error codes in words a person can act on. Explained, never branched on (but 21610).
 ERROR_EXPLANATIONS = {
     21211: "The To number is not a valid phone number; send it in E.164 form, e.g. +14155550123.",
@@ -397,10 +395,9 @@ def handle_inbound(session: Session, outbox: Outbox, route: NumberRoute, sms: In
     except chat.ChatError as error:
         log.warning("SMS conversation %s: %s; apologising", conversation.id, error.message)
         return InboundResult([chat.APOLOGY], conversation)
-    if turn.handoff is None:
-        return InboundResult([turn.response], conversation)
-    notify_destination(session, outbox, project, conversation, turn.handoff, sender=sms.to_number, last_message=sms.body)
-    return InboundResult([turn.response or DEFAULT_SMS_HANDOFF_REPLY], conversation)
+    if turn.handoff is not None:
+        notify_destination(session, outbox, project, conversation, turn.handoff, sender=sms.to_number, last_message=sms.body)
+    return InboundResult([turn.response], conversation)
 
 
 def notify_destination(
