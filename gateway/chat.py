@@ -150,10 +150,12 @@ def ask_assistant(url: str, conversation_id: str, message: str) -> AssistantAnsw
         reply = requests.post(
             url, json={"conversation_id": conversation_id, "message": message}, timeout=ASSISTANT_TIMEOUT_SECONDS
         )
+    except requests.ConnectionError as error:  # ConnectTimeout included: it never got the turn
+        raise _assistant_error(f"could not be reached ({type(error).__name__})") from None
     except requests.Timeout:
         raise _assistant_error(f"did not answer within {ASSISTANT_TIMEOUT_SECONDS:g} s") from None
     except requests.RequestException as error:
-        raise _assistant_error(f"could not be reached ({type(error).__name__})") from None
+        raise _assistant_error(f"failed ({type(error).__name__})") from None
     if reply.status_code != 200:
         raise _assistant_error(f"answered HTTP {reply.status_code}")
     try:
