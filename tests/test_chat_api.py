@@ -7,7 +7,7 @@ import responses
 from sqlmodel import select
 
 from gateway.models import ChatMessage, Conversation
-from tests.messaging_support import BOT, TEXTING, assistant_calls, twilio_api  # noqa: F401  (fixture)
+from tests.messaging_support import BOT, TEXTING, assistant_calls
 from tests.support import ASSISTANT_URL, BOT_KEY, CONFIG_KEY, TEXTING_KEY, call_params, post_signed
 
 
@@ -46,8 +46,15 @@ def test_create_returns_201_with_the_conversation(client, twilio_api):
     assert (state["shared_id"], state["data"], state["state"]) == ("crm-7", {"plan": "gold"}, None)
 
 
-def test_create_with_an_empty_body_is_fine(client, twilio_api):
+def test_create_with_an_empty_or_no_body_is_fine(client, twilio_api):
     assert create(client)
+    response = client.post(f"{TEXTING}/chat/create", headers={"x-api-key": TEXTING_KEY})
+    assert response.status_code == 201
+
+
+def test_create_with_a_body_that_is_not_json_is_400(client, twilio_api):
+    response = client.post(f"{TEXTING}/chat/create", data="shared_id=1", headers={"x-api-key": TEXTING_KEY})
+    assert error_of(response) == (400, "invalid_json")
 
 
 @pytest.mark.parametrize(

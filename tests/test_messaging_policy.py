@@ -17,7 +17,7 @@ from gateway.messaging import (
     explain,
     keyword_of,
 )
-from tests.messaging_support import USA2P_URL, campaigns, twilio_api  # noqa: F401  (fixture)
+from tests.messaging_support import USA2P_URL, campaigns
 from tests.support import ACCOUNT_SID, AUTH_TOKEN, MESSAGING_SERVICE_SID
 
 

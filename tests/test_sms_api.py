@@ -16,7 +16,6 @@ from tests.messaging_support import (
     campaigns,
     refuse_messages,
     sent,
-    twilio_api,  # noqa: F401  (fixture)
 )
 from tests.support import BOT_KEY, MESSAGING_SERVICE_SID, TEXTING_KEY
 

@@ -17,7 +17,6 @@ from tests.messaging_support import (
     inbound_params,
     sent,
     status_params,
-    twilio_api,  # noqa: F401  (fixture)
 )
 from tests.support import ASSISTANT_URL, BOT_KEY, TEXTING_KEY, post_signed, same_twiml, sign
 

@@ -1,7 +1,7 @@
 """The API's texting and chat routes (SPEC §5): /sms, /messages/{sid}, /chat/*, on the API blueprint."""
 from __future__ import annotations
 
-from flask import g, jsonify
+from flask import g, jsonify, request
 
 from gateway import chat, message_store, messaging, presenters
 from gateway.web import db
@@ -41,8 +41,8 @@ def _message_view(message) -> dict:
 
 @bp.post("/chat/create")
 def chat_create():
-    """Open a web chat; `shared_id` and `data` travel with any handoff it ends in."""
-    body = json_body()
+    """Open a web chat; `shared_id` and `data` travel with any handoff it ends in. No body is fine."""
+    body = json_body() if request.get_data() else {}
     shared_id, data = body.get("shared_id"), body.get("data", {})
     if shared_id is not None and (not isinstance(shared_id, str) or not 0 < len(shared_id) <= MAX_SHARED_ID_LENGTH):
         raise ApiError(400, "invalid_shared_id", f"`shared_id` must be text of 1 to {MAX_SHARED_ID_LENGTH} characters.")
