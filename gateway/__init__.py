@@ -14,7 +14,17 @@ from gateway.settings import Settings
 from gateway.store import init_db, make_engine
 from gateway.twiml import TwimlRenderer
 from gateway.twilio_rest import make_client
-from gateway.web import api, api_conversations, api_destinations, close_db, console, ops, voice
+from gateway.web import (
+    api,
+    api_conversations,
+    api_destinations,
+    api_messaging,
+    close_db,
+    console,
+    ops,
+    sms,
+    voice,
+)
 from gateway.web.logcontext import configure_logging
 
 log = logging.getLogger(__name__)
@@ -54,7 +64,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.teardown_appcontext(close_db)
     app.register_blueprint(voice.bp)
-    api.register(app, modules=[api, api_conversations, api_destinations])
+    app.register_blueprint(sms.bp)
+    api.register(app, modules=[api, api_conversations, api_destinations, api_messaging])
     console.register(app)
     ops.init_app(app)
     configure_logging(app)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -85,3 +85,71 @@ class ApiKey(SQLModel, table=True):
     key_sha256: str = Field(unique=True, max_length=64)
     label: str | None = Field(default=None, max_length=100)
     created_at: datetime = _timestamp()
+
+
+class SmsMessage(SQLModel, table=True):
+    """One text sent or received on a project's number; `status` only ever moves forward."""
+
+    __tablename__ = "sms_messages"
+
+    id: int | None = Field(default=None, primary_key=True)
+    sid: str = Field(unique=True, max_length=64)
+    project_key: str = Field(index=True, max_length=200)
+    conversation_id: str | None = Field(default=None, foreign_key="conversations.id", index=True, max_length=36)
+    direction: str = Field(max_length=10)  # inbound | outbound
+    from_number: str = Field(max_length=64)
+    to_number: str = Field(max_length=64)
+    body: str = Field(default="", sa_type=Text)
+    status: str = Field(max_length=20)
+    error_code: int | None = None
+    created_at: datetime = _timestamp(index=True)
+    updated_at: datetime = _timestamp()
+
+
+class SmsStatusEvent(SQLModel, table=True):
+    """Every delivery callback as Twilio sent it; may arrive before the message row exists."""
+
+    __tablename__ = "sms_status_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_sid: str = Field(index=True, max_length=64)
+    status: str = Field(max_length=20)
+    error_code: int | None = None
+    at: datetime = _timestamp()
+
+
+class SmsOptOut(SQLModel, table=True):
+    """A customer number that texted STOP to a project; deleted when it texts START."""
+
+    __tablename__ = "sms_opt_outs"
+    __table_args__ = (UniqueConstraint("project_key", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_key: str = Field(index=True, max_length=200)
+    number: str = Field(max_length=64)
+    keyword: str = Field(max_length=20)
+    at: datetime = _timestamp()
+
+
+class SmsThread(SQLModel, table=True):
+    """The open SMS conversation of a customer number; the unique key keeps it to one per project."""
+
+    __tablename__ = "sms_threads"
+    __table_args__ = (UniqueConstraint("project_key", "customer_number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_key: str = Field(max_length=200)
+    customer_number: str = Field(max_length=64)
+    conversation_id: str = Field(foreign_key="conversations.id", max_length=36)
+
+
+class ChatMessage(SQLModel, table=True):
+    """One line of a chat or SMS transcript, for the console's timeline."""
+
+    __tablename__ = "chat_messages"
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversations.id", index=True, max_length=36)
+    role: str = Field(max_length=20)  # customer | assistant
+    text: str = Field(sa_type=Text)
+    at: datetime = _timestamp()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from gateway.models import Conversation, HandoffEvent
+from gateway.models import ChatMessage, Conversation, HandoffEvent, SmsMessage, SmsStatusEvent
 from gateway.store import as_utc
 
 
@@ -67,3 +67,27 @@ def conversation_detail(row: Conversation, events: list[HandoffEvent]) -> dict:
     """`GET /conversations/{id}`: the listing fields plus the whole handoff state."""
     state = handoff_state(row, events)
     return {**conversation(row), "data": state["data"], "handoff": state["handoff"]}
+
+
+def message(message: SmsMessage, statuses: list[SmsStatusEvent], explanation: str | None) -> dict:
+    """A text as `POST /sms` and `GET /messages/{sid}` show it, its error code in words."""
+    return {
+        "sid": message.sid,
+        "conversation_id": message.conversation_id,
+        "direction": message.direction,
+        "from": message.from_number,
+        "to": message.to_number,
+        "body": message.body,
+        "status": message.status,
+        "error_code": message.error_code,
+        "error_explanation": explanation,
+        "created_at": timestamp(message.created_at),
+        "updated_at": timestamp(message.updated_at),
+        "status_history": [
+            {"status": event.status, "error_code": event.error_code, "at": timestamp(event.at)} for event in statuses
+        ],
+    }
+
+
+def chat_line(line: ChatMessage) -> dict:
+    return {"role": line.role, "text": line.text, "at": timestamp(line.at)}

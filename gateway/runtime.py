@@ -1,13 +1,14 @@
 """What one running gateway holds: built once by the app factory, shared by every request."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from gateway.config import GatewayConfig
+from gateway.messaging import CampaignCache
 from gateway.settings import Settings
 from gateway.twiml import TwimlRenderer
 
@@ -22,3 +23,5 @@ class Gateway:
     validator: RequestValidator | None
     #: None without TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: REST actions answer 503.
     twilio: Client | None
+    #: A2P 10DLC campaign statuses read from Twilio, kept a few minutes.
+    campaigns: CampaignCache = field(default_factory=CampaignCache)

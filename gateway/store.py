@@ -50,7 +50,9 @@ def _insert_ignoring_conflict(session: Session, table, values: dict) -> int:
     """INSERT .. ON CONFLICT DO NOTHING, so racing writers never raise; returns rows inserted."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return session.exec(insert(table).values(**values).on_conflict_do_nothing()).rowcount
+    # SQLAlchemy 2 only keeps an INSERT's rowcount when asked; without it PostgreSQL reports -1.
+    statement = insert(table).values(**values).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
+    return session.exec(statement).rowcount
 
 
 def get_or_create_call(

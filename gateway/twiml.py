@@ -84,3 +84,7 @@ class TwimlRenderer:
         return self._render(
             "connect_stream", stream_url=stream_url, parameters=parameters, action_url=action_url
         )
+
+    def messages(self, texts: list[str]) -> str:
+        """An SMS webhook's answer: one <Message> per reply text, or an empty <Response/>."""
+        return self._render("sms_reply", texts=texts)

@@ -16,6 +16,9 @@ from tests.support import ACCOUNT_SID, AUTH_TOKEN, CONFIG_TOML
 
 POSTGRES_ENV = "GATEWAY_TEST_DATABASE_URL"
 
+#: The `twilio_api` fixture (Twilio REST and assistant mocks) for the SMS and chat tests.
+pytest_plugins = ["tests.messaging_support"]
+
 
 def _psycopg(url: str) -> str:
     return Settings(_env_file=None, database_url=url).database_url

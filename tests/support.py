@@ -15,6 +15,12 @@ CONFIG_KEY_SHA256 = hashlib.sha256(CONFIG_KEY.encode()).hexdigest()
 
 ACME = "ws-acme/PROJECT-frontdesk"
 
+#: Keys of the texting projects (SMS and chat tests): one without an assistant, one with.
+TEXTING_KEY = "config-file-key-for-initech-texting"
+BOT_KEY = "config-file-key-for-initech-bot"
+MESSAGING_SERVICE_SID = "MG" + "a" * 32
+ASSISTANT_URL = "https://bot.initech.test/chat"
+
 CONFIG_TOML = f"""
 [[projects]]
 account_id = "ws-acme"
@@ -105,6 +111,87 @@ route = "+14155550200"
 [[projects.numbers]]
 number = "+14155550299"
 destination = "Desk"
+
+[[projects]]
+account_id = "ws-initech"
+project_id = "PROJECT-texting"
+default_destination = "Agents"
+api_key_sha256 = ["{hashlib.sha256(TEXTING_KEY.encode()).hexdigest()}"]
+sms_help_text = "Initech texting. Reply STOP to opt out."
+
+[[projects.destinations]]
+name = "Agents"
+method = "invite"
+route = "+14155550300"
+utterance = "Connecting you with an agent; they will text you shortly."
+reason = "customer_asked"
+handoff_keywords = ["agent", "talk to a person"]
+
+[[projects.destinations]]
+name = "Billing desk"
+method = "invite"
+route = "sip:billing@pbx.initech.test"
+handoff_keywords = ["invoice"]
+
+[[projects.numbers]]
+number = "+14155550399"
+destination = "Agents"
+a2p_10dlc = "registered"
+
+[[projects.numbers]]
+number = "+14155550398"
+destination = "Agents"
+a2p_10dlc = "unregistered"
+
+[[projects.numbers]]
+number = "+14155550397"
+destination = "Agents"
+a2p_10dlc = "pending"
+
+[[projects.numbers]]
+number = "+14155550396"
+destination = "Agents"
+messaging_service_sid = "{MESSAGING_SERVICE_SID}"
+
+[[projects.numbers]]
+number = "+14155550395"
+destination = "Agents"
+
+[[projects.numbers]]
+number = "+18885550399"
+destination = "Agents"
+
+[[projects.numbers]]
+number = "+447700900399"
+destination = "Agents"
+
+[[projects]]
+account_id = "ws-initech"
+project_id = "PROJECT-bot"
+default_destination = "Agents"
+api_key_sha256 = ["{hashlib.sha256(BOT_KEY.encode()).hexdigest()}"]
+assistant_webhook = "{ASSISTANT_URL}"
+
+[[projects.destinations]]
+name = "Agents"
+method = "invite"
+route = "+14155550400"
+reason = "needs_human"
+utterance = "An agent will text you in a moment."
+
+[[projects.destinations]]
+name = "Refunds"
+method = "invite"
+route = "sip:refunds@pbx.initech.test"
+reason = "refund"
+
+[[projects.numbers]]
+number = "+14155550499"
+destination = "Agents"
+
+[[projects.numbers]]
+number = "+18885550499"
+destination = "Agents"
 """
 
 

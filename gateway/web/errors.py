@@ -8,19 +8,21 @@ from werkzeug.exceptions import HTTPException
 class ApiError(Exception):
     """Raise anywhere under /v1 to answer with this status, code and message."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, **details) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        #: Extra fields beside code and message (e.g. Twilio's own error code).
+        self.details = details
 
 
-def error_response(status: int, code: str, message: str):
-    return jsonify({"error": {"code": code, "message": message}}), status
+def error_response(status: int, code: str, message: str, **details):
+    return jsonify({"error": {"code": code, "message": message, **details}}), status
 
 
 def handle_api_error(error: ApiError):
-    return error_response(error.status, error.code, error.message)
+    return error_response(error.status, error.code, error.message, **error.details)
 
 
 _HTTP_CODES = {

@@ -1,0 +1,52 @@
+"""Twilio's SMS webhooks (SPEC §4): inbound texts and delivery callbacks, both signed."""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, request
+
+from gateway import message_store, messaging
+from gateway.web import current_gateway, db
+from gateway.web.outbox import outbox
+from gateway.web.signature import twilio_signed
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("sms", __name__, url_prefix="/sms")
+
+
+def twiml(texts: list[str]) -> Response:
+    return Response(current_gateway().renderer.messages(texts), 200, mimetype="text/xml")
+
+
+@bp.post("/inbound")
+@twilio_signed
+def inbound() -> Response:
+    """A text to one of our numbers: keywords, then a turn of the sender's thread."""
+    form = request.form
+    to_number, sid = form.get("To", ""), form.get("MessageSid", "")
+    route = current_gateway().config.route_for(to_number)
+    if route is None:
+        log.warning("SMS %s to %r: that number is not in the config; answering nothing", sid, to_number)
+        return twiml([])
+    if not sid or not form.get("From"):
+        log.warning("SMS webhook for %s without MessageSid or From; answering nothing", to_number)
+        return twiml([])
+    sms = messaging.InboundSms(sid=sid, from_number=form["From"], to_number=to_number, body=form.get("Body", ""))
+    return twiml(messaging.handle_inbound(db(), outbox(), route, sms).replies)
+
+
+@bp.post("/status")
+@twilio_signed
+def status() -> Response:
+    """A delivery callback: kept as sent, applied to the message only if it moves it forward."""
+    form = request.form
+    sid, state = form.get("MessageSid", ""), form.get("MessageStatus") or form.get("SmsStatus", "")
+    if not sid or not state:
+        log.warning("SMS status callback without MessageSid or MessageStatus; ignored")
+        return Response("MessageSid and MessageStatus are required.\n", 400, mimetype="text/plain")
+    code = form.get("ErrorCode", "")
+    error_code = int(code) if code.isdigit() else None
+    if message_store.record_status(db(), sid=sid, status=state.lower(), error_code=error_code) is None:
+        log.info("status %s for SMS %s, which we have not stored (yet); kept for when it is", state, sid)
+    return Response(status=204)

@@ -1,0 +1,354 @@
+"""POST /sms/inbound and /sms/status: keywords, SMS threads through the chat engine, delivery status."""
+from __future__ import annotations
+
+import pytest
+import responses
+from sqlmodel import select
+from twilio.twiml.messaging_response import MessagingResponse
+
+from gateway import message_store
+from gateway.models import ChatMessage, Conversation, SmsMessage, SmsOptOut, SmsStatusEvent
+from tests.messaging_support import (
+    CUSTOMER,
+    STATUS_CALLBACK,
+    TEXTING,
+    accept_messages,
+    assistant_calls,
+    inbound_params,
+    sent,
+    status_params,
+)
+from tests.support import ASSISTANT_URL, BOT_KEY, TEXTING_KEY, post_signed, same_twiml, sign
+
+TEXTING_PROJECT = "ws-initech/PROJECT-texting"
+
+
+def reply(*texts: str) -> MessagingResponse:
+    response = MessagingResponse()
+    for text in texts:
+        response.message(text)
+    return response
+
+
+def text_in(client, body, **kwargs):
+    response = post_signed(client, "/sms/inbound", inbound_params(body, **kwargs))
+    assert response.status_code == 200
+    assert response.mimetype == "text/xml"
+    return response
+
+
+def opted_out(session, number=CUSTOMER) -> bool:
+    session.expire_all()
+    return message_store.is_opted_out(session, TEXTING_PROJECT, number)
+
+
+# --- signatures ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/sms/inbound", "/sms/status"])
+def test_unsigned_or_badly_signed_requests_are_403_and_change_nothing(client, session, twilio_api, path):
+    params = inbound_params("STOP") if path == "/sms/inbound" else status_params("SM" + "1" * 32, "delivered")
+    assert client.post(path, data=params).status_code == 403
+    forged = {"X-Twilio-Signature": sign("http://localhost" + path, params, token="wrong")}
+    assert client.post(path, data=params, headers=forged).status_code == 403
+    assert session.exec(select(SmsMessage)).all() == []
+    assert session.exec(select(SmsOptOut)).all() == []
+    assert session.exec(select(SmsStatusEvent)).all() == []
+
+
+def test_without_auth_token_webhooks_answer_503(make_app, twilio_api):
+    client = make_app(twilio_auth_token=None).test_client()
+    assert post_signed(client, "/sms/inbound", inbound_params("hi")).status_code == 503
+
+
+# --- keywords --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("word", ["STOP", " Stop. ", "STOP ALL", "unsubscribe"])  # every word: test_messaging_policy
+def test_opt_out_words_opt_the_sender_out_and_answer_nothing(client, session, twilio_api, word):
+    response = text_in(client, word)
+    assert same_twiml(response.data, reply())
+    assert opted_out(session)
+    assert session.exec(select(Conversation)).all() == []
+
+
+@pytest.mark.parametrize("word", ["START", "unstop", "Yes"])
+def test_opt_in_words_opt_back_in(client, session, twilio_api, word):
+    text_in(client, "STOP")
+    response = text_in(client, word)
+    assert same_twiml(response.data, reply())
+    assert not opted_out(session)
+
+
+def test_a_sentence_with_stop_in_it_is_not_an_opt_out(client, session, twilio_api):
+    text_in(client, "please stop calling me, I want an agent")
+    assert not opted_out(session)
+
+
+def test_opt_out_then_send_is_refused_and_opt_in_allows_it_again(client, session, twilio_api):
+    accept_messages(twilio_api)
+    text_in(client, "STOP")
+    api = dict(json={"to": CUSTOMER, "body": "hi"}, headers={"x-api-key": TEXTING_KEY})
+    refused = client.post(f"{TEXTING}/sms", **api)
+    assert refused.status_code == 422 and refused.get_json()["error"]["code"] == "recipient_opted_out"
+    assert sent(twilio_api) == []
+    text_in(client, "START")
+    assert client.post(f"{TEXTING}/sms", **api).status_code == 201
+
+
+def test_opt_out_is_per_project(client, session, twilio_api):
+    text_in(client, "STOP", to="+14155550399")
+    session.expire_all()
+    assert message_store.is_opted_out(session, TEXTING_PROJECT, CUSTOMER)
+    assert not message_store.is_opted_out(session, "ws-initech/PROJECT-bot", CUSTOMER)
+
+
+@pytest.mark.parametrize("word", ["HELP", "info"])
+def test_help_answers_with_the_project_help_text(client, twilio_api, word):
+    response = text_in(client, word)
+    assert same_twiml(response.data, reply("Initech texting. Reply STOP to opt out."))
+
+
+def test_help_without_help_text_answers_a_default(client, twilio_api):
+    response = text_in(client, "HELP", to="+14155550299")
+    assert same_twiml(response.data, reply("Reply STOP to stop receiving messages, START to receive them again."))
+
+
+def test_text_from_an_opted_out_number_is_kept_but_not_answered(client, session, twilio_api):
+    text_in(client, "STOP")
+    response = text_in(client, "hello?")
+    assert same_twiml(response.data, reply())
+    assert [m.body for m in session.exec(select(SmsMessage).order_by(SmsMessage.id))] == ["STOP", "hello?"]
+
+
+# --- unknown numbers and odd requests --------------------------------------------------------
+
+def test_unknown_to_number_gets_an_empty_response_and_a_log_line(client, session, twilio_api, caplog):
+    response = text_in(client, "hello", to="+19995550000")
+    assert same_twiml(response.data, reply())
+    assert "+19995550000" in caplog.text and "not in the config" in caplog.text
+    assert session.exec(select(SmsMessage)).all() == []
+
+
+def test_missing_fields_get_an_empty_response(client, twilio_api):
+    params = inbound_params("hello")
+    del params["From"]
+    response = post_signed(client, "/sms/inbound", params)
+    assert response.status_code == 200
+    assert same_twiml(response.data, reply())
+
+
+def test_reply_text_is_xml_escaped(client, twilio_api):
+    response = text_in(client, "Tell me about <b>&things</b>")
+    assert same_twiml(response.data, reply('Thanks for your message. To talk to a person, reply "agent".'))
+
+
+# --- SMS threads -----------------------------------------------------------------------------
+
+def test_a_text_is_a_turn_of_the_customer_thread(client, session, twilio_api):
+    first = text_in(client, "hello")
+    assert same_twiml(first.data, reply('Thanks for your message. To talk to a person, reply "agent".'))
+    text_in(client, "still there?")
+    conversations = session.exec(select(Conversation)).all()
+    assert len(conversations) == 1
+    thread = conversations[0]
+    assert (thread.channel, thread.from_number, thread.to_number, thread.project_key) == (
+        "sms", CUSTOMER, "+14155550399", TEXTING_PROJECT
+    )
+    lines = session.exec(select(ChatMessage).order_by(ChatMessage.id)).all()
+    assert [(line.role, line.text) for line in lines] == [
+        ("customer", "hello"),
+        ("assistant", 'Thanks for your message. To talk to a person, reply "agent".'),
+        ("customer", "still there?"),
+        ("assistant", 'Thanks for your message. To talk to a person, reply "agent".'),
+    ]
+    inbound = session.exec(select(SmsMessage)).all()
+    assert {m.conversation_id for m in inbound} == {thread.id}
+
+
+def test_each_customer_number_has_its_own_thread(client, session, twilio_api):
+    text_in(client, "hello")
+    text_in(client, "hello", from_="+14155554321")
+    assert len(session.exec(select(Conversation)).all()) == 2
+
+
+def test_a_retried_webhook_is_answered_once(client, session, twilio_api):
+    params = inbound_params("hello")
+    post_signed(client, "/sms/inbound", params)
+    again = post_signed(client, "/sms/inbound", params)
+    assert same_twiml(again.data, reply())
+    assert len(session.exec(select(ChatMessage)).all()) == 2
+
+
+def test_keyword_hands_off_replies_with_the_utterance_and_texts_the_agent(client, session, twilio_api):
+    accept_messages(twilio_api)
+    response = text_in(client, "Can I talk to a person please")
+    assert same_twiml(response.data, reply("Connecting you with an agent; they will text you shortly."))
+
+    thread = session.exec(select(Conversation)).one()
+    assert (thread.state, thread.destination, thread.reason) == ("handoff_initiated", "Agents", "customer_asked")
+    [note] = sent(twilio_api)
+    assert note["To"] == "+14155550300" and note["From"] == "+14155550399"
+    assert note["StatusCallback"] == STATUS_CALLBACK
+    assert thread.id in note["Body"] and CUSTOMER in note["Body"] and "talk to a person" in note["Body"]
+    stored = session.exec(select(SmsMessage).where(SmsMessage.direction == "outbound")).one()
+    assert stored.conversation_id == thread.id
+
+    state = client.get(
+        f"{TEXTING}/handoff_state", query_string={"id": thread.id}, headers={"x-api-key": TEXTING_KEY}
+    ).get_json()
+    assert state["state"] == "handoff_initiated"
+    assert state["handoff"]["destination"] == "Agents"
+
+
+def test_handoff_to_a_sip_destination_texts_nobody(client, session, twilio_api):
+    response = text_in(client, "question about my invoice")
+    assert same_twiml(response.data, reply("Let me connect you with someone from our team."))
+    assert session.exec(select(Conversation)).one().destination == "Billing desk"
+    assert sent(twilio_api) == []
+
+
+def test_failed_context_note_still_answers_the_customer(client, session, twilio_api, caplog):
+    twilio_api.add(
+        responses.POST,
+        f"https://api.twilio.com/2010-04-01/Accounts/{'AC' + '0' * 32}/Messages.json",
+        json={"code": 21211, "message": "Invalid 'To' Phone Number", "status": 400},
+        status=400,
+    )
+    response = text_in(client, "agent")
+    assert same_twiml(response.data, reply("Connecting you with an agent; they will text you shortly."))
+    assert "could not text Agents" in caplog.text
+
+
+def test_texts_after_the_handoff_are_kept_and_not_answered(client, session, twilio_api):
+    accept_messages(twilio_api)
+    text_in(client, "agent")
+    response = text_in(client, "hello? anyone?")
+    assert same_twiml(response.data, reply())
+    thread = session.exec(select(Conversation)).one()
+    assert message_store.transcript(session, thread.id)[-1].text == "hello? anyone?"
+    assert len(sent(twilio_api)) == 1
+
+
+def test_closing_a_thread_makes_the_next_text_start_a_new_one(client, session, twilio_api):
+    accept_messages(twilio_api)
+    text_in(client, "agent")
+    first = session.exec(select(Conversation)).one()
+    closed = client.post(
+        f"{TEXTING}/chat/close", json={"conversation_id": first.id}, headers={"x-api-key": TEXTING_KEY}
+    )
+    assert closed.status_code == 200
+    response = text_in(client, "hello again")
+    assert same_twiml(response.data, reply('Thanks for your message. To talk to a person, reply "agent".'))
+    assert len(session.exec(select(Conversation)).all()) == 2
+
+
+def test_sms_thread_with_an_assistant(client, session, twilio_api):
+    twilio_api.add(responses.POST, ASSISTANT_URL, json={"response": "Your order ships Monday."})
+    response = text_in(client, "where is my order", to="+18885550499")
+    assert same_twiml(response.data, reply("Your order ships Monday."))
+    thread = session.exec(select(Conversation)).one()
+    assert assistant_calls(twilio_api) == [{"conversation_id": thread.id, "message": "where is my order"}]
+
+
+def test_assistant_handoff_over_sms_texts_the_destination_from_the_texted_number(client, session, twilio_api):
+    accept_messages(twilio_api)
+    twilio_api.add(
+        responses.POST,
+        ASSISTANT_URL,
+        json={"response": "", "handoff": {"reason": "angry_customer", "data": {"order": "A-17"}, "topic": "complaint_escalation"}},
+    )
+    response = text_in(client, "this is unacceptable", to="+18885550499")
+    assert same_twiml(response.data, reply("An agent will text you in a moment."))
+    [note] = sent(twilio_api)
+    assert (note["To"], note["From"]) == ("+14155550400", "+18885550499")
+    assert "angry_customer" in note["Body"]
+    thread = session.exec(select(Conversation)).one()
+    assert (thread.reason, thread.topic, thread.data) == ("angry_customer", "complaint_escalation", {"order": "A-17"})
+
+
+def test_assistant_failure_over_sms_apologises_and_keeps_the_thread(client, session, twilio_api):
+    twilio_api.add(responses.POST, ASSISTANT_URL, status=500)
+    response = text_in(client, "hello", to="+18885550499")
+    assert same_twiml(response.data, reply("Sorry, we cannot answer right now. Please try again in a few minutes."))
+    thread = session.exec(select(Conversation)).one()
+    assert thread.state is None and thread.ended_at is None
+    twilio_api.replace(responses.POST, ASSISTANT_URL, json={"response": "Back now."})
+    assert same_twiml(text_in(client, "hello?", to="+18885550499").data, reply("Back now."))
+    assert len(session.exec(select(Conversation)).all()) == 1
+
+
+# --- delivery status -------------------------------------------------------------------------
+
+@pytest.fixture
+def sent_sid(client, twilio_api):
+    accept_messages(twilio_api)
+    response = client.post(f"{TEXTING}/sms", json={"to": CUSTOMER, "body": "hi"}, headers={"x-api-key": TEXTING_KEY})
+    return response.get_json()["sid"]
+
+
+def message_view(client, sid):
+    return client.get(f"{TEXTING}/messages/{sid}", headers={"x-api-key": TEXTING_KEY}).get_json()
+
+
+def test_status_callbacks_are_recorded_and_answered_204(client, twilio_api, sent_sid):
+    for status in ("sending", "sent", "delivered"):
+        response = post_signed(client, "/sms/status", status_params(sent_sid, status))
+        assert response.status_code == 204
+    view = message_view(client, sent_sid)
+    assert view["status"] == "delivered"
+    assert [entry["status"] for entry in view["status_history"]] == ["sending", "sent", "delivered"]
+
+
+def test_status_never_moves_backwards(client, twilio_api, sent_sid):
+    post_signed(client, "/sms/status", status_params(sent_sid, "delivered"))
+    post_signed(client, "/sms/status", status_params(sent_sid, "sent"))
+    post_signed(client, "/sms/status", status_params(sent_sid, "queued"))
+    view = message_view(client, sent_sid)
+    assert view["status"] == "delivered"
+    assert [entry["status"] for entry in view["status_history"]] == ["delivered", "sent", "queued"]
+
+
+@pytest.mark.parametrize("code,words", [(30003, "unreachable"), (30034, "not registered for A2P 10DLC")])
+def test_error_codes_are_recorded_and_explained(client, twilio_api, sent_sid, code, words):
+    post_signed(client, "/sms/status", status_params(sent_sid, "sent"))
+    post_signed(client, "/sms/status", status_params(sent_sid, "undelivered", error_code=code))
+    view = message_view(client, sent_sid)
+    assert (view["status"], view["error_code"]) == ("undelivered", code)
+    assert words in view["error_explanation"]
+    assert view["status_history"][-1] == {"status": "undelivered", "error_code": code, "at": view["status_history"][-1]["at"]}
+
+
+def test_unknown_error_code_points_to_twilio_docs(client, twilio_api, sent_sid):
+    post_signed(client, "/sms/status", status_params(sent_sid, "failed", error_code=30999))
+    assert "twilio.com/docs/api/errors/30999" in message_view(client, sent_sid)["error_explanation"]
+
+
+def test_callback_that_beats_the_send_answer_is_not_lost(client, session, twilio_api):
+    """Twilio may call back before its REST answer reaches us: the stored row must not go backwards."""
+    early_sid = "SM" + "e" * 32
+    assert post_signed(client, "/sms/status", status_params(early_sid, "sent")).status_code == 204
+
+    def create(_request):
+        return 201, {}, f'{{"sid": "{early_sid}", "status": "queued", "to": "{CUSTOMER}", "body": "hi"}}'
+
+    twilio_api.add_callback(
+        responses.POST, f"https://api.twilio.com/2010-04-01/Accounts/{'AC' + '0' * 32}/Messages.json", callback=create
+    )
+    response = client.post(f"{TEXTING}/sms", json={"to": CUSTOMER, "body": "hi"}, headers={"x-api-key": TEXTING_KEY})
+    assert response.get_json()["status"] == "sent"
+
+
+def test_status_without_message_sid_is_400(client, twilio_api):
+    params = status_params("SM" + "1" * 32, "sent")
+    del params["MessageSid"]
+    assert post_signed(client, "/sms/status", params).status_code == 400
+
+
+def test_other_project_cannot_read_the_thread_transcript(client, session, twilio_api):
+    text_in(client, "hello")
+    thread = session.exec(select(Conversation)).one()
+    mine = client.get(f"{TEXTING}/conversations/{thread.id}/transcript", headers={"x-api-key": TEXTING_KEY})
+    assert [item["role"] for item in mine.get_json()["items"]] == ["customer", "assistant"]
+    theirs = client.get(
+        f"/v1/ws-initech/PROJECT-bot/conversations/{thread.id}/transcript", headers={"x-api-key": BOT_KEY}
+    )
+    assert theirs.status_code == 404
