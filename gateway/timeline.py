@@ -11,7 +11,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from gateway import store
+from gateway import message_store, store
 from gateway.models import Conversation
 
 _STATE_TITLES = {
@@ -24,7 +24,7 @@ _STATE_TITLES = {
 @dataclass(frozen=True)
 class Entry:
     at: datetime
-    #: what kind of step it is ("handoff", later "message"): the page styles entries by it
+    #: what kind of step it is ("handoff" or "message"): the page styles entries by it
     kind: str
     title: str
     #: the state name or message direction, as stored
@@ -47,7 +47,21 @@ def handoff_events(session: Session, conversation: Conversation) -> list[Entry]:
     ]
 
 
-SOURCES: list[Callable[[Session, Conversation], list[Entry]]] = [handoff_events]
+def chat_lines(session: Session, conversation: Conversation) -> list[Entry]:
+    """What the customer and the assistant said, on a chat or an SMS thread."""
+    return [
+        Entry(
+            at=store.as_utc(line.at),
+            kind="message",
+            title=f"{line.role.capitalize()} said",
+            label=line.role,
+            detail=line.text,
+        )
+        for line in message_store.transcript(session, conversation.id)
+    ]
+
+
+SOURCES: list[Callable[[Session, Conversation], list[Entry]]] = [handoff_events, chat_lines]
 
 
 def build(session: Session, conversation: Conversation) -> list[Entry]:
