@@ -8,9 +8,11 @@ from pathlib import Path
 import click
 from sqlmodel import Session
 
+from gateway import failopen
 from gateway.config import ConfigError, GatewayConfig, hash_api_key, load_config
 from gateway.models import ApiKey
 from gateway.settings import Settings
+from gateway.spool import Spool
 from gateway.store import init_db, make_engine
 
 
@@ -73,3 +75,24 @@ def create_api_key(account: str, project: str, label: str | None) -> None:
     engine.dispose()
     click.echo(key)
     click.echo(f"Stored for {project_config.key}. This key is shown only once.", err=True)
+
+
+@main.command("replay-spool")
+def replay_spool() -> None:
+    """Write what the voice webhooks spooled during a database outage ($GATEWAY_SPOOL_DIR)."""
+    settings = _settings()
+    spool = Spool(settings.spool_dir)
+    engine = make_engine(settings.database_url, busy_timeout=settings.database_busy_timeout)
+    try:
+        init_db(engine)
+        applied = failopen.replay(spool, engine)
+    except failopen.UNAVAILABLE as error:
+        click.echo(f"the database is still unavailable; nothing more replayed: {error}", err=True)
+        sys.exit(1)
+    finally:
+        engine.dispose()
+    if applied is None:
+        click.echo("another gateway process is replaying the spool right now", err=True)
+        sys.exit(1)
+    left = len(spool.records())
+    click.echo(f"replayed {applied} record(s) from {spool.path}; {left} left")

@@ -95,6 +95,7 @@ def initiate(
     utterance: str | None,
     detail: str | None = None,
     dedupe_key: str | None = None,
+    at: datetime | None = None,
 ) -> bool:
     """Stage a handoff attempt to `destination`, keeping why and what was said before it."""
     return transition(
@@ -104,6 +105,7 @@ def initiate(
         destination=destination,
         detail=detail,
         dedupe_key=dedupe_key,
+        at=at,
         reason=reason,
         utterance=utterance,
     )

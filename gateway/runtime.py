@@ -9,6 +9,7 @@ from twilio.rest import Client
 
 from gateway.config import GatewayConfig
 from gateway.settings import Settings
+from gateway.spool import Spool
 from gateway.twiml import TwimlRenderer
 
 
@@ -22,3 +23,5 @@ class Gateway:
     validator: RequestValidator | None
     #: None without TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: REST actions answer 503.
     twilio: Client | None
+    #: What the voice webhooks could not store while the database was down (gateway/failopen.py).
+    spool: Spool | None = None
