@@ -35,8 +35,10 @@ class TransitionError(Exception):
 
 def check_topic(topic: str) -> str:
     """A topic is any snake_case name that is not one of the lifecycle states."""
-    if not isinstance(topic, str) or not TOPIC_PATTERN.match(topic) or len(topic) > 64:
+    if not isinstance(topic, str) or not TOPIC_PATTERN.match(topic):
         raise ValueError(f"topic {topic!r} must be a snake_case name such as customer_refund")
+    if len(topic) > 64:
+        raise ValueError(f"topic must be at most 64 characters, not {len(topic)}")
     if topic in LIFECYCLE_STATES:
         raise ValueError(f"{topic} is a lifecycle state, not a topic")
     return topic
