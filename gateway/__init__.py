@@ -11,6 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from gateway.config import load_config
 from gateway.runtime import Gateway
 from gateway.settings import Settings
+from gateway.spool import Spool
 from gateway.store import init_db, make_engine
 from gateway.twiml import TwimlRenderer
 from gateway.twilio_rest import make_client
@@ -40,7 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """
     settings = settings or Settings()
     config = load_config(settings.config_path)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, busy_timeout=settings.database_busy_timeout)
     init_db(engine)
     engine.dispose()  # gunicorn --preload forks after this: workers must open their own connections
 
@@ -55,7 +56,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         renderer=TwimlRenderer(),
         validator=RequestValidator(settings.auth_token) if settings.auth_token else None,
         twilio=make_client(settings),
+        spool=Spool(settings.spool_dir),
     )
+    app.extensions["gateway"].spool.create()
     if not settings.auth_token:
         log.error("TWILIO_AUTH_TOKEN is not set: Twilio webhooks will answer 503 until it is")
     if settings.trusted_proxies:

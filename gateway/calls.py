@@ -94,8 +94,12 @@ def dial_result_from_twilio(form: dict, attempt: int) -> TransferResult:
 
 
 def answer_call(session: Session, route: NumberRoute, call: InboundCall, flow: CallFlow) -> str:
-    """A new call: to its number's destination, or to its assistant first."""
-    conversation, created = store.get_or_create_call(
+    """A new call: to its number's destination, or to its assistant first.
+
+    The conversation and its first attempt are committed together: a twin of this webhook
+    waits on the CallSid's unique index until then, and never sees a conversation without it.
+    """
+    conversation, created = store.insert_call(
         session,
         call_sid=call.call_sid,
         project_key=route.project.key,
@@ -103,27 +107,23 @@ def answer_call(session: Session, route: NumberRoute, call: InboundCall, flow: C
         to_number=call.to_number,
         shared_id=call.shared_id,
     )
-    if route.number.assistant_url and conversation.state is None:
-        return _assistant_stream(conversation, route, flow)
-    if created:
+    if created and not route.number.assistant_url:
         destination = route.project.destination(route.number.destination)
-        if handoff.initiate(
+        handoff.initiate(
             session,
             conversation,
             destination=destination.name,
             reason=destination.reason,
             utterance=destination.utterance,
             dedupe_key="attempt:1",
-        ):
-            session.commit()
-        else:
-            _reload(session, conversation)
-    # A racing twin of this webhook may not have recorded its attempt yet: same number, same place.
-    name = conversation.destination or route.number.destination
-    return current_twiml(session, conversation, route.project, flow, destination_name=name)
+        )
+    session.commit()
+    if route.number.assistant_url and conversation.state is None:
+        return assistant_stream(conversation, route, flow)
+    return current_twiml(session, conversation, route.project, flow)
 
 
-def _assistant_stream(conversation: Conversation, route: NumberRoute, flow: CallFlow) -> str:
+def assistant_stream(conversation: Conversation, route: NumberRoute, flow: CallFlow) -> str:
     parameters = [
         ("conversation_id", conversation.id),
         ("caller", conversation.from_number or ""),
@@ -186,17 +186,30 @@ def record_transfer_result(
     return current_twiml(session, conversation, project, flow)
 
 
-def _try_next_destination(
-    session: Session, conversation: Conversation, route: NumberRoute | None, project: ProjectConfig
-) -> None:
-    if conversation.attempts >= project.max_attempts:
-        log.warning("conversation %s: %d attempts failed; apologising", conversation.id, conversation.attempts)
-        return
-    chain = [conversation.destination]
+def next_destination(
+    project: ProjectConfig, route: NumberRoute | None, attempts: int, current: str | None
+) -> str | None:
+    """The destination of attempt `attempts + 1` after a failure, or None at max_attempts.
+
+    The chain is the number's destination, its fallbacks, then the project's default (again
+    for every later attempt). Pure, so the fail-open path derives it without the database.
+    """
+    if attempts >= project.max_attempts:
+        return None
+    chain = [current]
     if route is not None:
         chain = [route.number.destination or project.default_destination, *route.number.fallback]
     chain.append(project.default_destination)
-    name = chain[conversation.attempts] if conversation.attempts < len(chain) else project.default_destination
+    return chain[attempts] if attempts < len(chain) else project.default_destination
+
+
+def _try_next_destination(
+    session: Session, conversation: Conversation, route: NumberRoute | None, project: ProjectConfig
+) -> None:
+    name = next_destination(project, route, conversation.attempts, conversation.destination)
+    if name is None:
+        log.warning("conversation %s: %d attempts failed; apologising", conversation.id, conversation.attempts)
+        return
     entry = catalog.find(session, project, name)
     if entry is None:
         log.error("conversation %s: fallback %r does not exist; apologising", conversation.id, name)
@@ -207,9 +220,13 @@ def _try_next_destination(
         destination=name,
         reason=conversation.reason or entry.destination.reason,
         utterance=entry.destination.utterance,
-        detail=f"attempt {conversation.attempts + 1} after a failed transfer",
+        detail=retry_detail(conversation.attempts + 1),
         dedupe_key=f"attempt:{conversation.attempts + 1}",
     )
+
+
+def retry_detail(attempt: int) -> str:
+    return f"attempt {attempt} after a failed transfer"
 
 
 def record_call_status(session: Session, conversation: Conversation, status: CallStatus) -> None:

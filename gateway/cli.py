@@ -12,10 +12,11 @@ from sqlmodel import Session
 from twilio.request_validator import RequestValidator
 from werkzeug.security import generate_password_hash
 
-from gateway import catalog
+from gateway import catalog, failopen
 from gateway.config import ConfigError, GatewayConfig, hash_api_key, load_config
 from gateway.models import ApiKey
 from gateway.settings import Settings
+from gateway.spool import Spool
 from gateway.store import init_db, make_engine
 
 DEFAULT_SIMULATE_URL = "http://127.0.0.1:8000/voice/call"
@@ -187,3 +188,24 @@ def simulate_call(to_number: str, from_number: str, url: str) -> None:
                 err=True,
             )
         sys.exit(1)
+
+
+@main.command("replay-spool")
+def replay_spool() -> None:
+    """Write what the voice webhooks spooled during a database outage ($GATEWAY_SPOOL_DIR)."""
+    settings = _settings()
+    spool = Spool(settings.spool_dir)
+    engine = make_engine(settings.database_url, busy_timeout=settings.database_busy_timeout)
+    try:
+        init_db(engine)
+        applied = failopen.replay(spool, engine)
+    except failopen.UNAVAILABLE as error:
+        click.echo(f"the database is still unavailable; nothing more replayed: {error}", err=True)
+        sys.exit(1)
+    finally:
+        engine.dispose()
+    if applied is None:
+        click.echo("another gateway process is replaying the spool right now", err=True)
+        sys.exit(1)
+    left = len(spool.records())
+    click.echo(f"replayed {applied} record(s) from {spool.path}; {left} left")

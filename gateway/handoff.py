@@ -35,8 +35,10 @@ class TransitionError(Exception):
 
 def check_topic(topic: str) -> str:
     """A topic is any snake_case name that is not one of the lifecycle states."""
-    if not isinstance(topic, str) or not TOPIC_PATTERN.match(topic) or len(topic) > 64:
+    if not isinstance(topic, str) or not TOPIC_PATTERN.match(topic):
         raise ValueError(f"topic {topic!r} must be a snake_case name such as customer_refund")
+    if len(topic) > 64:
+        raise ValueError(f"topic must be at most 64 characters, not {len(topic)}")
     if topic in LIFECYCLE_STATES:
         raise ValueError(f"{topic} is a lifecycle state, not a topic")
     return topic
@@ -97,6 +99,7 @@ def initiate(
     utterance: str | None,
     detail: str | None = None,
     dedupe_key: str | None = None,
+    at: datetime | None = None,
 ) -> bool:
     """Stage a handoff attempt to `destination`, keeping why and what was said before it."""
     return transition(
@@ -106,6 +109,7 @@ def initiate(
         destination=destination,
         detail=detail,
         dedupe_key=dedupe_key,
+        at=at,
         reason=reason,
         utterance=utterance,
     )

@@ -45,12 +45,21 @@ def operation(summary: str, responses: dict, *, body: dict | None = None, parame
     return result
 
 
+#: No string the API stores or matches may hold NUL (PostgreSQL text cannot): 400 otherwise.
+NO_NUL = "^[^\\u0000]*$"
+
+
+def text(**extra) -> dict:
+    """A string schema that says NUL is refused."""
+    return {"type": "string", "pattern": NO_NUL, **extra}
+
+
 def query(name: str, description: str, schema: dict | None = None) -> dict:
-    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema or {"type": "string"}}
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema or text()}
 
 
 def path_param(name: str) -> dict:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+    return {"name": name, "in": "path", "required": True, "schema": text()}
 
 
 COMMON_SCHEMAS = {

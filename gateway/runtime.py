@@ -10,6 +10,7 @@ from twilio.rest import Client
 from gateway.config import GatewayConfig
 from gateway.messaging import CampaignCache
 from gateway.settings import Settings
+from gateway.spool import Spool
 from gateway.twiml import TwimlRenderer
 
 
@@ -25,3 +26,5 @@ class Gateway:
     twilio: Client | None
     #: A2P 10DLC campaign statuses read from Twilio, kept a few minutes.
     campaigns: CampaignCache = field(default_factory=CampaignCache)
+    #: What the voice webhooks could not store while the database was down (gateway/failopen.py).
+    spool: Spool | None = None

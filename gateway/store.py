@@ -13,24 +13,37 @@ from gateway import models
 from gateway.models import Conversation, HandoffEvent, utcnow
 
 
-def make_engine(database_url: str) -> Engine:
-    """One engine per app. SQLite gets WAL and a busy timeout so concurrent workers wait, not fail."""
+def make_engine(database_url: str, *, busy_timeout: float = 5.0) -> Engine:
+    """One engine per app. Every wait for the database is bounded by `busy_timeout` seconds.
+
+    SQLite gets WAL and a busy timeout so concurrent workers wait, then fail (and the voice
+    webhooks fail open) rather than hang; PostgreSQL gets the same bound on connecting and on
+    waiting for a pooled connection.
+    """
     if database_url.startswith("sqlite"):
         engine = create_engine(
-            database_url, connect_args={"check_same_thread": False, "timeout": 5}
+            database_url, connect_args={"check_same_thread": False, "timeout": busy_timeout}
         )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
         return engine
-    return create_engine(database_url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    connect_args = {"connect_timeout": max(1, round(busy_timeout))} if database_url.startswith("postgresql") else {}
+    return create_engine(
+        database_url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        pool_timeout=busy_timeout,
+        connect_args=connect_args,
+    )
 
 
 def init_db(engine: Engine) -> None:
@@ -64,11 +77,41 @@ def get_or_create_call(
     to_number: str | None,
     shared_id: str | None,
 ) -> tuple[Conversation, bool]:
-    """The conversation of a CallSid, made on first sight. Twilio retries and races make no twin."""
+    """The conversation of a CallSid, made (and committed) on first sight. Retries and races make no twin."""
+    conversation, created = insert_call(
+        session,
+        call_sid=call_sid,
+        project_key=project_key,
+        from_number=from_number,
+        to_number=to_number,
+        shared_id=shared_id,
+    )
+    session.commit()
+    return conversation, created
+
+
+def insert_call(
+    session: Session,
+    *,
+    call_sid: str,
+    project_key: str,
+    from_number: str | None,
+    to_number: str | None,
+    shared_id: str | None,
+    conversation_id: str | None = None,
+    started_at: datetime | None = None,
+) -> tuple[Conversation, bool]:
+    """Stage the conversation of a CallSid unless one exists; True when this call made it.
+
+    Not committed: the caller commits it together with the first handoff attempt, so no
+    conversation is ever stored without it. A racing twin's INSERT waits for that commit (the
+    CallSid is unique) and then finds the winner's row. `conversation_id` and `started_at` let
+    the spool replay keep the id and time a caller was given while the database was down.
+    """
     existing = conversation_by_call_sid(session, call_sid)
     if existing:
         return existing, False
-    now = utcnow()
+    now = started_at or utcnow()
     candidate = Conversation(
         project_key=project_key,
         channel="voice",
@@ -79,10 +122,14 @@ def get_or_create_call(
         started_at=now,
         updated_at=now,
     )
-    values = candidate.model_dump()
-    _insert_ignoring_conflict(session, Conversation.__table__, values)
-    session.commit()
-    stored = conversation_by_call_sid(session, call_sid)
+    if conversation_id is not None:
+        candidate.id = conversation_id
+    _insert_ignoring_conflict(session, Conversation.__table__, candidate.model_dump())
+    stored = session.exec(
+        select(Conversation)
+        .where(Conversation.call_sid == call_sid)
+        .execution_options(populate_existing=True)
+    ).one()
     return stored, stored.id == candidate.id
 
 

@@ -69,7 +69,7 @@ def config_path(tmp_path):
 
 
 @pytest.fixture
-def make_settings(database_url, config_path):
+def make_settings(database_url, config_path, tmp_path):
     """Settings for a test app; keyword arguments override single fields."""
 
     def build(**overrides) -> Settings:
@@ -82,6 +82,7 @@ def make_settings(database_url, config_path):
             trusted_proxies=0,
             console_password_hash=None,
             secret_key="test-secret-key",
+            spool_dir=tmp_path / "spool",
         )
         values.update(overrides)
         return Settings(_env_file=None, **values)

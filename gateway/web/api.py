@@ -31,6 +31,20 @@ def _resolve_project(_endpoint, values):
     if verdict is KeyCheck.OTHER_PROJECT:
         raise ApiError(403, "forbidden", f"This API key belongs to another project, not {project.key}.")
     g.project = project
+    for name, value in [*values.items(), *request.args.items(multi=True)]:
+        if _has_nul(value):
+            raise ApiError(400, "invalid_parameter", f"{name} holds a NUL character; remove it.")
+
+
+def _has_nul(value: object) -> bool:
+    """NUL can't be stored in PostgreSQL text, so it is refused at the edge on every backend alike."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def json_body() -> dict:
@@ -38,6 +52,8 @@ def json_body() -> dict:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "Send a JSON object with Content-Type: application/json.")
+    if _has_nul(body):
+        raise ApiError(400, "invalid_json", "The JSON holds a NUL character (\\u0000); remove it.")
     return body
 
 

@@ -10,6 +10,7 @@ from flask import g, jsonify, request
 from pydantic import ValidationError
 
 from gateway import openapi, presenters, store
+from gateway.handoff import LIFECYCLE_STATES
 from gateway.handoff_requests import HandoffRefused, HandoffRequest, request_handoff
 from gateway.web import current_gateway, db
 from gateway.web.api import bp, conversation_or_404, json_body, validation_error
@@ -104,6 +105,9 @@ def _cursor_arg() -> tuple[datetime, str] | None:
         raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out; start again without it.") from None
 
 
+#: Surrounding spaces are trimmed, so a value must hold something else.
+_NOT_BLANK = "^[^\\u0000]*\\S[^\\u0000]*$"
+
 OPENAPI_SCHEMAS = {
     "Conversation": {
         "type": "object",
@@ -152,12 +156,24 @@ OPENAPI_SCHEMAS = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "destination": {"type": "string", "description": "Defaults to the project's default_destination."},
-            "reason": {"type": "string", "maxLength": 200},
-            "utterance": {"type": "string", "maxLength": 1000},
-            "data": {"type": "object", "additionalProperties": True},
-            "topic": {"type": "string", "pattern": "^[a-z][a-z0-9]*(_[a-z0-9]+)*$"},
-            "shared_id": {"type": "string", "maxLength": 200},
+            "destination": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 100,
+                "pattern": _NOT_BLANK,
+                "description": "Defaults to the project's default_destination.",
+            },
+            "reason": openapi.text(maxLength=200),
+            "utterance": openapi.text(maxLength=1000),
+            "data": {"type": "object", "additionalProperties": True, "description": "Free-form; no string in it may hold NUL."},
+            "topic": {
+                "type": "string",
+                "maxLength": 64,
+                "pattern": "^[a-z][a-z0-9]*(_[a-z0-9]+)*$",
+                "not": {"enum": list(LIFECYCLE_STATES)},
+                "description": "A snake_case topic state; not one of the lifecycle states.",
+            },
+            "shared_id": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": _NOT_BLANK},
         },
     },
 }
@@ -171,7 +187,11 @@ _LIST_PARAMETERS = [
     openapi.query("since", "Started at or after (ISO 8601).", {"type": "string", "format": "date-time"}),
     openapi.query("until", "Started before (ISO 8601).", {"type": "string", "format": "date-time"}),
     openapi.query("limit", f"Page size, 1 to {MAX_PAGE}.", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
-    openapi.query("cursor", "next_cursor from the previous page."),
+    openapi.query(
+        "cursor",
+        "Opaque: the next_cursor of the previous page, as given; any other value is 400 invalid_cursor.",
+        {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+    ),
 ]
 
 OPENAPI_PATHS = {

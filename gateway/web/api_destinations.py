@@ -55,8 +55,8 @@ def delete_destination(name: str):
 
 
 _DESTINATION_PROPERTIES = {
-    "name": {"type": "string", "minLength": 1, "maxLength": 100},
-    "description": {"type": "string", "maxLength": 500},
+    "name": openapi.text(minLength=1, maxLength=100),
+    "description": openapi.text(maxLength=500),
     "method": {"type": "string", "enum": ["refer", "invite", "bye"], "description": "refer is the default"},
     "route": openapi.nullable("string", description="E.164, E.164;ext=N, sip:/sips: URI, or an extension with sip_domain; none for bye"),
     "timeout": openapi.nullable("integer", minimum=5, maximum=600),

@@ -234,7 +234,7 @@ OPENAPI_SCHEMAS = {
         "type": "object",
         "required": ["to", "body"],
         "properties": {
-            "to": {"type": "string", "description": "E.164", "example": "+14155550123"},
+            "to": {"type": "string", "description": "E.164", "pattern": "^\\+[1-9][0-9]{1,14}$", "example": "+14155550123"},
             "body": {"type": "string", "minLength": 1, "maxLength": messaging.MAX_BODY_LENGTH},
             "from": {"type": "string", "description": "One of the project's numbers; default: the first that can send."},
         },
@@ -287,7 +287,7 @@ OPENAPI_SCHEMAS = {
         "type": "object",
         "required": ["conversation_id", "message"],
         "properties": {
-            "conversation_id": {"type": "string"},
+            "conversation_id": {"type": "string", "minLength": 1},
             "message": {"type": "string", "minLength": 1, "maxLength": chat.MAX_MESSAGE_LENGTH},
         },
     },
@@ -308,7 +308,7 @@ OPENAPI_SCHEMAS = {
     "ChatCloseRequest": {
         "type": "object",
         "required": ["conversation_id"],
-        "properties": {"conversation_id": {"type": "string"}},
+        "properties": {"conversation_id": {"type": "string", "minLength": 1}},
     },
     "ChatClosed": {
         "type": "object",

@@ -1,7 +1,8 @@
 """Twilio's voice webhooks (SPEC §4). Each view checks the signature, then calls the core.
 
 Whatever goes wrong, a call-related webhook answers valid TwiML: Twilio gives the caller a
-generic error on anything else.
+generic error on anything else. With the database down or locked, /voice/call and
+/voice/dial-status fail open (gateway/failopen.py): the config's TwiML, the rest spooled.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import logging
 
 from flask import Blueprint, Response, request
 
-from gateway import calls, store
+from gateway import calls, failopen, store
 from gateway.twiml import NO_AGENT_APOLOGY, UNKNOWN_NUMBER_APOLOGY
 from gateway.web import current_gateway, db
 from gateway.web.callbacks import call_flow
@@ -18,6 +19,9 @@ from gateway.web.signature import twilio_signed
 log = logging.getLogger(__name__)
 
 bp = Blueprint("voice", __name__, url_prefix="/voice")
+
+#: How long a webhook waits for another worker's spool replay before going on without it.
+REPLAY_WAIT_SECONDS = 2.0
 
 
 def twiml_response(body: str) -> Response:
@@ -42,39 +46,77 @@ def _conversation_and_project():
     return conversation, project
 
 
+def _replay_spool() -> None:
+    """Write what an outage spooled before handling a new event of the same calls, in order."""
+    gateway = current_gateway()
+    if gateway.spool.pending():
+        failopen.replay(gateway.spool, gateway.engine, wait_seconds=REPLAY_WAIT_SECONDS)
+
+
+def _discard_session(error: Exception) -> None:
+    log.error("database unavailable (%s: %s); failing open on %s", type(error).__name__, error, request.path)
+    try:
+        db().rollback()
+    except failopen.DATABASE_ERRORS:
+        pass  # the connection is already gone; teardown closes the session
+
+
+def _inbound_call() -> calls.InboundCall:
+    form = request.form
+    return calls.InboundCall(
+        call_sid=form.get("CallSid", ""),
+        from_number=form.get("From"),
+        to_number=form.get("To", ""),
+        shared_id=form.get("SipHeader_X-Shared-Id") or None,
+    )
+
+
 @bp.post("/call")
 @twilio_signed
 def call() -> Response:
     """An inbound call: route it by the number that was called."""
-    form = request.form
-    to_number = form.get("To", "")
-    route = current_gateway().config.route_for(to_number)
-    call_sid = form.get("CallSid", "")
-    if route is None or not call_sid:
-        log.warning("call %s to %r: that number is not in the config; apologising", call_sid, to_number)
+    inbound = _inbound_call()
+    route = current_gateway().config.route_for(inbound.to_number)
+    if route is None or not inbound.call_sid:
+        log.warning("call %s to %r: that number is not in the config; apologising", inbound.call_sid, inbound.to_number)
         return _apology(UNKNOWN_NUMBER_APOLOGY)
-    inbound = calls.InboundCall(
-        call_sid=call_sid,
-        from_number=form.get("From"),
-        to_number=to_number,
-        shared_id=form.get("SipHeader_X-Shared-Id") or None,
-    )
-    return twiml_response(calls.answer_call(db(), route, inbound, call_flow()))
+    try:
+        _replay_spool()
+        return twiml_response(calls.answer_call(db(), route, inbound, call_flow()))
+    except failopen.DATABASE_ERRORS as error:
+        _discard_session(error)
+        return twiml_response(failopen.answer_call(current_gateway().spool, route, inbound, call_flow()))
 
 
 @bp.post("/dial-status")
 @twilio_signed
 def dial_status() -> Response:
     """The <Dial>/<Refer> action: record the outcome; on failure, retry or fall back."""
-    conversation, project = _conversation_and_project()
-    if conversation is None:
-        return _apology()
-    attempt = request.args.get("attempt", type=int) or conversation.attempts
-    result = calls.dial_result_from_twilio(request.form, attempt)
-    route = current_gateway().config.route_for(conversation.to_number or "")
-    return twiml_response(
-        calls.record_transfer_result(db(), conversation.id, route, project, result, call_flow())
-    )
+    try:
+        _replay_spool()
+        conversation, project = _conversation_and_project()
+        if conversation is None:
+            return _apology()
+        attempt = request.args.get("attempt", type=int) or conversation.attempts
+        result = calls.dial_result_from_twilio(request.form, attempt)
+        route = current_gateway().config.route_for(conversation.to_number or "")
+        return twiml_response(
+            calls.record_transfer_result(db(), conversation.id, route, project, result, call_flow())
+        )
+    except failopen.DATABASE_ERRORS as error:
+        _discard_session(error)
+        inbound = _inbound_call()
+        result = calls.dial_result_from_twilio(request.form, request.args.get("attempt", 1, type=int))
+        return twiml_response(
+            failopen.record_transfer_result(
+                current_gateway().spool,
+                current_gateway().config.route_for(inbound.to_number),
+                request.args.get("conversation_id", ""),
+                inbound,
+                result,
+                call_flow(),
+            )
+        )
 
 
 @bp.post("/stream-ended")
@@ -111,3 +153,17 @@ def whisper() -> Response:
     """Spoken to the answering agent before the bridge: why this caller is coming."""
     conversation, _project = _conversation_and_project()
     return twiml_response(current_gateway().renderer.whisper(calls.whisper_text(conversation)))
+
+
+def _database_unavailable(error: Exception) -> Response:
+    """The other voice webhooks, with the database down: still an answer Twilio can use."""
+    _discard_session(error)
+    if request.endpoint == "voice.status":
+        return Response(status=204)
+    if request.endpoint == "voice.whisper":
+        return twiml_response(current_gateway().renderer.whisper(calls.whisper_text(None)))
+    return _apology()
+
+
+for _error in failopen.DATABASE_ERRORS:
+    bp.register_error_handler(_error, _database_unavailable)

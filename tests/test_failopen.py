@@ -1,0 +1,198 @@
+"""Fail-open routing: with the database down (PostgreSQL) or locked (SQLite), callers still get the
+config's TwiML; the spool keeps what could not be stored and writes it once the database is back."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from sqlalchemy.engine import make_url
+from sqlmodel import Session, select
+from twilio.twiml.voice_response import Dial, VoiceResponse
+
+from gateway import failopen, store
+from gateway.models import Conversation, HandoffEvent
+from gateway.twiml import NO_AGENT_APOLOGY
+from tests.forwarder import Forwarder
+from tests.support import BASE_URL, call_params, post_signed, same_twiml, twiml_root
+
+FRONT_DESK_NUMBER = "+14155550199"  # Front desk, then Billing, then the default (Front desk); max_attempts 3
+CALL_A = "CA" + "a1" * 16  # placed while the database is up; its dial result comes while it is down
+CALL_B = "CA" + "b2" * 16  # placed while the database is down
+CALL_C = "CA" + "c3" * 16  # placed once it is back
+
+
+def front_desk_twiml(conversation_id: str, attempt: int) -> VoiceResponse:
+    expected = VoiceResponse()
+    expected.say("Let me transfer you to someone who can help.")
+    dial = Dial(action=f"{BASE_URL}/voice/dial-status?conversation_id={conversation_id}&attempt={attempt}", timeout=20)
+    dial.number("+14155550100", url=f"{BASE_URL}/voice/whisper?conversation_id={conversation_id}")
+    expected.append(dial)
+    return expected
+
+
+def billing_twiml(conversation_id: str, attempt: int) -> VoiceResponse:
+    expected = VoiceResponse()
+    dial = Dial(action=f"{BASE_URL}/voice/dial-status?conversation_id={conversation_id}&attempt={attempt}", timeout=25)
+    dial.sip(
+        "sip:billing@pbx.acme.test?X-Caller-ID=%2B14155551234&X-Reason=needs_human&X-Account="
+        f"&X-Conversation-Id={conversation_id}"
+    )
+    expected.append(dial)
+    return expected
+
+
+def apology_twiml() -> VoiceResponse:
+    expected = VoiceResponse()
+    expected.say(NO_AGENT_APOLOGY)
+    expected.hangup()
+    return expected
+
+
+def call(client, call_sid):
+    response = post_signed(client, "/voice/call", call_params(call_sid=call_sid, to=FRONT_DESK_NUMBER))
+    assert response.status_code == 200, response.text
+    return response
+
+
+def dial_result(client, call_sid, conversation_id, attempt, status):
+    path = f"/voice/dial-status?conversation_id={conversation_id}&attempt={attempt}"
+    params = call_params(call_sid=call_sid, to=FRONT_DESK_NUMBER, CallStatus="in-progress", DialCallStatus=status)
+    response = post_signed(client, path, params)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def conversation_id_in(response) -> str:
+    action = twiml_root(response.data).find("Dial").get("action")
+    return parse_qs(urlsplit(action).query)["conversation_id"][0]
+
+
+def rows(engine):
+    """Everything a user could see, for comparing before and after a second replay."""
+    with Session(engine) as session:
+        conversations = [
+            (c.id, c.call_sid, c.state, c.destination, c.attempts, c.reason)
+            for c in session.exec(select(Conversation).order_by(Conversation.call_sid))
+        ]
+        events = [
+            (e.conversation_id, e.state, e.destination, e.detail, e.dedupe_key)
+            for e in session.exec(select(HandoffEvent).order_by(HandoffEvent.id))
+        ]
+    return conversations, events
+
+
+def history(engine, conversation_id):
+    with Session(engine) as session:
+        return [(e.state, e.destination) for e in store.history(session, conversation_id)]
+
+
+def run_outage(client, app, engine, *, down, up):
+    """The same story on either backend: one call before, calls and results during, replay after."""
+    spool = app.extensions["gateway"].spool
+    with Session(engine) as session:
+        call(client, CALL_A)
+        conversation_a = store.conversation_by_call_sid(session, CALL_A).id
+
+    down()
+    response_b = call(client, CALL_B)
+    conversation_b = conversation_id_in(response_b)
+    assert uuid.UUID(conversation_b)
+    assert same_twiml(response_b.data, front_desk_twiml(conversation_b, 1))
+    assert same_twiml(dial_result(client, CALL_A, conversation_a, 1, "busy").data, billing_twiml(conversation_a, 2))
+    assert same_twiml(dial_result(client, CALL_B, conversation_b, 1, "no-answer").data, billing_twiml(conversation_b, 2))
+    assert same_twiml(dial_result(client, CALL_B, conversation_b, 2, "failed").data, front_desk_twiml(conversation_b, 3))
+    assert same_twiml(dial_result(client, CALL_B, conversation_b, 3, "busy").data, apology_twiml())
+
+    lines = spool.path.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [(r["kind"], r["conversation_id"], r["call_sid"]) for r in records] == [
+        ("call", conversation_b, CALL_B),
+        ("dial_result", conversation_a, CALL_A),
+        ("dial_result", conversation_b, CALL_B),
+        ("dial_result", conversation_b, CALL_B),
+        ("dial_result", conversation_b, CALL_B),
+    ]
+    assert (records[0]["destination"], records[0]["reason"], records[0]["project_key"]) == (
+        "Front desk",
+        "needs_human",
+        "ws-acme/PROJECT-frontdesk",
+    )
+    assert [(r["attempt"], r["succeeded"], r["detail"], (r["next"] or {}).get("destination")) for r in records[1:]] == [
+        (1, False, "DialCallStatus=busy", "Billing"),
+        (1, False, "DialCallStatus=no-answer", "Billing"),
+        (2, False, "DialCallStatus=failed", "Front desk"),
+        (3, False, "DialCallStatus=busy", None),
+    ]
+    with Session(engine) as session:
+        assert store.find_by_id(session, conversation_b) is None
+
+    up()
+    # The next webhook replays the spool first, then is handled normally.
+    assert conversation_id_in(call(client, CALL_C))
+    assert not spool.pending()
+    assert history(engine, conversation_b) == [
+        ("handoff_initiated", "Front desk"),
+        ("handoff_failed", "Front desk"),
+        ("handoff_initiated", "Billing"),
+        ("handoff_failed", "Billing"),
+        ("handoff_initiated", "Front desk"),
+        ("handoff_failed", "Front desk"),
+    ]
+    assert history(engine, conversation_a) == [
+        ("handoff_initiated", "Front desk"),
+        ("handoff_failed", "Front desk"),
+        ("handoff_initiated", "Billing"),
+    ]
+    with Session(engine) as session:
+        stored_b = store.find_by_id(session, conversation_b)
+        assert (stored_b.call_sid, stored_b.attempts, stored_b.state) == (CALL_B, 3, "handoff_failed")
+        assert len(session.exec(select(Conversation)).all()) == 3
+
+    # Replaying the same records again (a crash before the offset moved) changes nothing.
+    before = rows(engine)
+    for record in records:
+        spool.append(record)
+    assert failopen.replay(spool, engine) == len(records)
+    assert rows(engine) == before
+    assert not spool.pending()
+
+    # Call A goes on normally from where the replay left it.
+    done = dial_result(client, CALL_A, conversation_a, 2, "completed")
+    assert [child.tag for child in twiml_root(done.data)] == ["Hangup"]
+
+
+def test_calls_fail_open_while_postgresql_is_down_and_are_stored_once_it_is_back(database_url, make_app, make_settings):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("stops PostgreSQL; SQLite's outage is the locked-file test")
+    direct = make_url(make_settings().database_url)
+    forwarder = Forwarder((direct.host or "127.0.0.1", direct.port or 5432))
+    forwarder.start()
+    engine = store.make_engine(direct.render_as_string(hide_password=False))  # for asserting, not through the forwarder
+    try:
+        app = make_app(database_url=direct.set(port=forwarder.port).render_as_string(hide_password=False))
+        run_outage(app.test_client(), app, engine, down=forwarder.stop, up=forwarder.start)
+    finally:
+        forwarder.stop()
+        engine.dispose()
+
+
+def test_calls_fail_open_while_the_sqlite_file_is_locked_and_are_stored_once_it_is_free(database_url, make_app):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("locks a SQLite file; PostgreSQL's outage is the stopped-server test")
+    app = make_app(database_busy_timeout=0.05)
+    engine = app.extensions["gateway"].engine
+    locker = sqlite3.connect(make_url(database_url).database, isolation_level=None)
+
+    def lock():
+        locker.execute("BEGIN EXCLUSIVE")
+
+    def unlock():
+        locker.execute("ROLLBACK")
+
+    try:
+        run_outage(app.test_client(), app, engine, down=lock, up=unlock)
+    finally:
+        locker.close()
