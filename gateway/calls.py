@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from gateway import catalog, handoff, store
 from gateway.config import NumberRoute, ProjectConfig
-from gateway.models import Conversation, utcnow
+from gateway.models import Conversation, NewCall, utcnow
 from gateway.routing import CallContext, plan_transfer
 from gateway.twiml import NO_AGENT_APOLOGY, Links, TwimlRenderer
 
@@ -96,28 +96,34 @@ def dial_result_from_twilio(form: dict, attempt: int) -> TransferResult:
 def answer_call(session: Session, route: NumberRoute, call: InboundCall, flow: CallFlow) -> str:
     """A new call: to its number's destination, or to its assistant first.
 
-    The conversation and its first attempt are committed together: a twin of this webhook
-    waits on the CallSid's unique index until then, and never sees a conversation without it.
+    The conversation and its first attempt are committed together, so no conversation is ever
+    stored without it; a repeated (or racing) webhook for the CallSid stores nothing and gets
+    the TwiML of the stored conversation's state.
     """
-    conversation, created = store.insert_call(
-        session,
-        call_sid=call.call_sid,
+    conversation: Conversation | NewCall = NewCall(
         project_key=route.project.key,
+        call_sid=call.call_sid,
         from_number=call.from_number,
         to_number=call.to_number,
         shared_id=call.shared_id,
     )
-    if created and not route.number.assistant_url:
+    first_event = None
+    if not route.number.assistant_url:
         destination = route.project.destination(route.number.destination)
-        handoff.initiate(
-            session,
+        first_event = handoff.first_attempt(
             conversation,
             destination=destination.name,
             reason=destination.reason,
             utterance=destination.utterance,
             dedupe_key="attempt:1",
         )
-    session.commit()
+    if store.add_new_call(session, conversation, first_event):
+        session.commit()
+        if first_event is not None:
+            handoff.announce(conversation)
+    else:
+        session.rollback()
+        conversation = store.conversation_by_call_sid(session, call.call_sid)
     if route.number.assistant_url and conversation.state is None:
         return assistant_stream(conversation, route, flow)
     return current_twiml(session, conversation, route.project, flow)

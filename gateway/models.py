@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from sqlalchemy import JSON, Column, DateTime, Text, UniqueConstraint
@@ -44,6 +45,35 @@ class Conversation(SQLModel, table=True):
     started_at: datetime = _timestamp(index=True)
     updated_at: datetime = _timestamp()
     ended_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+@dataclass
+class NewCall:
+    """A call's conversation before it is stored, as plain values with Conversation's names.
+
+    Every call starts here: building a SQLModel instance validates each field and costs more
+    than the rest of answering the call, so the hot path inserts this as a row instead.
+    """
+
+    project_key: str
+    call_sid: str
+    from_number: str | None
+    to_number: str | None
+    shared_id: str | None
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    channel: str = "voice"
+    state: str | None = None
+    topic: str | None = None
+    destination: str | None = None
+    reason: str | None = None
+    utterance: str | None = None
+    data: dict = field(default_factory=dict)
+    attempts: int = 0
+    started_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+
+    def row(self) -> dict:
+        return asdict(self)
 
 
 class HandoffEvent(SQLModel, table=True):

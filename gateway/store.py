@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 
-from sqlalchemy import and_, event, or_
+from sqlalchemy import Table, and_, event, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from gateway import models
-from gateway.models import Conversation, HandoffEvent, utcnow
+from gateway.models import Conversation, HandoffEvent, NewCall, utcnow
 
 
 def make_engine(database_url: str, *, busy_timeout: float = 5.0) -> Engine:
@@ -59,35 +60,33 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=timezone.utc)
 
 
-def _insert_ignoring_conflict(session: Session, table, values: dict) -> int:
-    """INSERT .. ON CONFLICT DO NOTHING, so racing writers never raise; returns rows inserted."""
-    dialect = session.get_bind().dialect.name
+@lru_cache(maxsize=None)
+def _insert_or_skip(dialect: str, table: Table):
+    """INSERT .. ON CONFLICT DO NOTHING for a table, built once per dialect: the hot path only binds values.
+
+    SQLAlchemy 2 keeps an INSERT's rowcount only when asked; without it PostgreSQL reports -1.
+    """
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # SQLAlchemy 2 only keeps an INSERT's rowcount when asked; without it PostgreSQL reports -1.
-    statement = insert(table).values(**values).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
-    return session.exec(statement).rowcount
+    return insert(table).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
 
 
-def get_or_create_call(
-    session: Session,
-    *,
-    call_sid: str,
-    project_key: str,
-    from_number: str | None,
-    to_number: str | None,
-    shared_id: str | None,
-) -> tuple[Conversation, bool]:
-    """The conversation of a CallSid, made (and committed) on first sight. Retries and races make no twin."""
-    conversation, created = insert_call(
-        session,
-        call_sid=call_sid,
-        project_key=project_key,
-        from_number=from_number,
-        to_number=to_number,
-        shared_id=shared_id,
-    )
-    session.commit()
-    return conversation, created
+def _insert_ignoring_conflict(session: Session, table: Table, values: dict) -> int:
+    """Insert a row unless it clashes with a unique one, so racing writers never raise; rows inserted."""
+    statement = _insert_or_skip(session.get_bind().dialect.name, table)
+    return session.connection().execute(statement, values).rowcount
+
+
+def add_new_call(session: Session, call: NewCall, first_event: dict | None) -> bool:
+    """Stage a call's conversation row and first history entry; False, staging nothing, if the CallSid is known.
+
+    Two prebuilt INSERTs and no read: the path every new call takes. A racing twin's INSERT
+    waits on the CallSid's unique index until the winner commits, then inserts nothing.
+    """
+    if not _insert_ignoring_conflict(session, Conversation.__table__, call.row()):
+        return False
+    if first_event is not None:
+        _insert_ignoring_conflict(session, HandoffEvent.__table__, first_event)
+    return True
 
 
 def insert_call(

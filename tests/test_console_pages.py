@@ -190,10 +190,11 @@ def test_a_bad_filter_is_explained_not_a_500(operator, calls):
 
 def test_conversations_page_through_with_filters_kept(operator, console_app, session):
     for index in range(27):
-        store.get_or_create_call(
+        store.insert_call(
             session, call_sid=f"CA{index:032d}", project_key=ACME,
             from_number="+14155551234", to_number="+14155550199", shared_id=None,
         )
+        session.commit()
     first_page = operator.get("/console/conversations", query_string={"number": "+14155550199"})
     first_ids = listed_ids(first_page)
     assert len(first_ids) == 25
