@@ -19,7 +19,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from gateway import chat, message_store
+from gateway import chat, message_store, metrics
 from gateway.config import NumberConfig, NumberRoute, ProjectConfig
 from gateway.destinations import E164, Destination
 from gateway.models import Conversation, SmsMessage
@@ -257,14 +257,19 @@ def send_sms(
 ) -> SmsMessage:
     """Check in SPEC order (input, opt-out, 10DLC), then send once and keep the message."""
     to, body, from_number = check_input(to, body, from_number)
-    sender = choose_sender(project, from_number)
-    if message_store.is_opted_out(session, project.key, to):
-        raise SendError(
-            422,
-            "recipient_opted_out",
-            f"{to} texted STOP to this project, so nothing was sent; they must text START to receive texts again.",
-        )
-    check_a2p_10dlc(sender, outbox.client, outbox.campaigns)
+    try:
+        sender = choose_sender(project, from_number)
+        if message_store.is_opted_out(session, project.key, to):
+            raise SendError(
+                422,
+                "recipient_opted_out",
+                f"{to} texted STOP to this project, so nothing was sent; they must text START to receive texts again.",
+            )
+        check_a2p_10dlc(sender, outbox.client, outbox.campaigns)
+    except SendError as refusal:
+        if refusal.status == 422:  # refused by a rule, not broken: operators watch this count
+            metrics.sms_refused(refusal.code)
+        raise
     if outbox.client is None:
         raise _no_client()
     try:

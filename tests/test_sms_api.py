@@ -110,6 +110,19 @@ def test_opted_out_recipient_is_422_and_nothing_is_sent(client, twilio_api, sess
     assert sent(twilio_api) == []
 
 
+def test_refusals_are_counted_in_metrics_by_reason(client, twilio_api, session):
+    session.add(SmsOptOut(project_key="ws-initech/PROJECT-texting", number=CUSTOMER, keyword="STOP"))
+    session.commit()
+    send(client, {"to": CUSTOMER, "body": "hi"})
+    send(client, {"to": "+14155559999", "body": "hi", "from": "+14155550398"})
+    send(client, {"to": CUSTOMER, "body": ""})  # bad input is not a refusal
+
+    exposition = client.get("/metrics").text
+    assert 'gateway_sms_refused_total{reason="recipient_opted_out"} 1.0' in exposition
+    assert 'gateway_sms_refused_total{reason="a2p_10dlc_unregistered"} 1.0' in exposition
+    assert "invalid_body" not in exposition
+
+
 def test_input_is_checked_before_opt_out_and_opt_out_before_10dlc(client, twilio_api, session):
     session.add(SmsOptOut(project_key="ws-initech/PROJECT-texting", number=CUSTOMER, keyword="STOP"))
     session.commit()
