@@ -70,7 +70,12 @@ COMMON_SCHEMAS = {
             "error": {
                 "type": "object",
                 "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "twilio_code": {"type": "integer", "nullable": True, "description": "With `twilio_error` only."},
+                    "explanation": {"type": "string", "nullable": True, "description": "With `twilio_error` only."},
+                },
             }
         },
     },

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import g, jsonify, request
 
-from gateway import chat, message_store, messaging, presenters
+from gateway import chat, message_store, messaging, openapi, presenters
 from gateway.web import db
 from gateway.web.api import bp, conversation_or_404, json_body
 from gateway.web.errors import ApiError
@@ -106,22 +106,18 @@ def _conversation(body: dict):
     return conversation_or_404(conversation_id=conversation_id)
 
 
-def _error(description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_error = openapi.error
 
 
 def _json(schema: str, description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+    return {"description": description, **openapi.json_content(openapi.ref(schema))}
 
 
 def _body(schema: str) -> dict:
-    return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+    return {"required": True, **openapi.json_content(openapi.ref(schema))}
 
 
-_AUTH_ERRORS = {
-    "401": _error("No API key (`missing_api_key`) or an unknown one (`invalid_api_key`)."),
-    "403": _error("The key belongs to another project (`forbidden`)."),
-}
+_AUTH_ERRORS = {status: openapi.AUTH_ERRORS[status] for status in ("401", "403")}
 
 OPENAPI_PATHS = {
     "/sms": {
@@ -214,22 +210,6 @@ _NULLABLE_STRING = {"type": "string", "nullable": True}
 _TIMESTAMP = {"type": "string", "format": "date-time"}
 
 OPENAPI_SCHEMAS = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "twilio_code": {"type": "integer", "nullable": True, "description": "With `twilio_error` only."},
-                    "explanation": {"type": "string", "nullable": True, "description": "With `twilio_error` only."},
-                },
-            }
-        },
-    },
     "SmsRequest": {
         "type": "object",
         "required": ["to", "body"],
