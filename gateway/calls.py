@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from gateway import catalog, handoff, store
 from gateway.config import NumberRoute, ProjectConfig
+from gateway.destinations import E164
 from gateway.models import Conversation, NewCall, utcnow
 from gateway.routing import CallContext, plan_transfer
 from gateway.twiml import NO_AGENT_APOLOGY, Links, TwimlRenderer
@@ -24,6 +25,18 @@ DIAL_SUCCESS = {"completed", "answered"}
 #: Call statuses after which nothing more happens on the call.
 FINAL_CALL_STATUSES = {"completed", "busy", "failed", "no-answer", "canceled"}
 _CALL_STATUS_ORDER = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3}
+
+
+def called_number(to: str) -> str:
+    """The number a call was made to: `To` itself, or the E.164 user part of a SIP URI.
+
+    Calls that reach Twilio over a SIP Domain or trunk carry `To=sip:+14155550199@…`.
+    """
+    if to.lower().startswith(("sip:", "sips:")):
+        user = to.split(":", 1)[1].split("@", 1)[0].split(";", 1)[0]
+        if E164.match(user):
+            return user
+    return to
 
 
 @dataclass(frozen=True)
@@ -292,12 +305,19 @@ def transfer_twiml(
     if entry is None:
         log.error("conversation %s: destination %r no longer exists; apologising", conversation.id, name)
         return flow.renderer.apology(NO_AGENT_APOLOGY)
-    transfer = plan_transfer(
-        entry.destination,
-        context_of(conversation),
-        sip_domain=project.sip_domain,
-        utterance=conversation.utterance,
-    )
+    try:
+        transfer = plan_transfer(
+            entry.destination,
+            context_of(conversation),
+            sip_domain=project.sip_domain,
+            utterance=conversation.utterance,
+        )
+    except ValueError as problem:
+        # A stored destination the current config can no longer dial (say, sip_domain removed).
+        log.error("conversation %s: destination %r cannot be dialed now: %s", conversation.id, name, problem)
+        if name == project.default_destination:
+            return flow.renderer.apology(NO_AGENT_APOLOGY)
+        return transfer_twiml(session, conversation, project, flow, destination_name=project.default_destination)
     return flow.renderer.transfer(transfer, flow.links, conversation.id, max(conversation.attempts, 1))
 
 

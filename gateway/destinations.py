@@ -6,6 +6,7 @@ accepted anywhere can always be dialed.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,9 +34,16 @@ METHOD_HELP = {
 }
 
 
+#: Line and paragraph separators that some SIP stacks and log viewers also treat as line breaks.
+_LINE_SEPARATORS = {"\u2028", "\u2029"}
+
+
 def has_control_character(value: str) -> bool:
-    """True when the value holds CR, LF or any other control character (header injection)."""
-    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
+    """True when the value holds CR, LF or any other control character (header injection).
+
+    C0, DEL and C1 (U+0080-U+009F, NEL among them) are Unicode category Cc.
+    """
+    return any(unicodedata.category(ch) == "Cc" or ch in _LINE_SEPARATORS for ch in value)
 
 
 @dataclass(frozen=True)
@@ -136,8 +144,6 @@ def check_destination(destination: Destination, *, sip_domain: str | None) -> tu
                 f"the SIP URI with its headers takes {uri_length} characters before any "
                 "$variable is filled in; Twilio allows under 255"
             )
-    elif destination.sip_headers:
-        return "sip_headers", "SIP headers need a SIP route (sip: URI or extension), not a phone number"
     return None
 
 

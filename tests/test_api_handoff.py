@@ -147,7 +147,7 @@ def test_a_second_handoff_while_one_is_in_progress_is_409(client, live_call):
 
 
 def test_an_ended_call_cannot_be_handed_off(client, live_call):
-    post_signed(client, "/voice/status", {"CallSid": CALL_SID, "CallStatus": "completed", "CallDuration": "9"})
+    post_signed(client, "/voice/status", {"CallSid": CALL_SID, "AccountSid": ACCOUNT_SID, "CallStatus": "completed", "CallDuration": "9"})
     response = hand_off(client, live_call.id, {})
     assert response.status_code == 409
     assert response.get_json()["error"]["code"] == "call_ended"

@@ -131,3 +131,49 @@ def test_check_config_summarises_a_good_file():
     result = CliRunner().invoke(main, ["check-config", str(EXAMPLE)])
     assert result.exit_code == 0, result.output
     assert "+14155550199 -> destination 'Billing Support' then Front desk" in result.output
+
+
+SPEC_SAMPLE = """
+[[projects]]
+account_id = "ws-acme"
+project_id = "PROJECT-frontdesk"
+default_destination = "Front desk"
+max_attempts = 2
+api_key_sha256 = ["%s"]
+assistant_webhook = "https://bot.example.com/chat"
+sip_domain = "pbx.example.com"
+sms_help_text = "Acme support. Reply STOP to opt out."
+
+[[projects.destinations]]
+name = "Front desk"
+description = "When the caller needs an operator"
+method = "invite"
+route = "+14155550100"
+timeout = 20
+sip_headers = { "X-Caller-ID" = "$caller_id", "X-Reason" = "$reason" }
+utterance = "Let me transfer you to someone who can help."
+reason = "needs_human"
+handoff_keywords = ["agent", "human"]
+
+[[projects.destinations]]
+name = "Billing Support"
+method = "refer"
+route = "sip:billing@pbx.example.com"
+
+[[projects.numbers]]
+number = "+14155550199"
+destination = "Front desk"
+fallback = ["Billing Support"]
+messaging_service_sid = "MG%s"
+a2p_10dlc = "registered"
+""" % ("0" * 64, "0" * 32)
+
+
+def test_the_specs_own_sample_file_loads(tmp_path):
+    """SIP headers on a destination that dials a phone number are accepted (and not sent: a
+    <Number> carries none), exactly as SPEC §3 writes them."""
+    config = load_config(write(tmp_path, SPEC_SAMPLE))
+    assert config.route_for("+14155550199").project.destination("Front desk").sip_headers == {
+        "X-Caller-ID": "$caller_id",
+        "X-Reason": "$reason",
+    }

@@ -90,3 +90,12 @@ def test_a_caller_id_with_a_line_break_still_reaches_the_agent(client, caplog):
     assert "X-Caller-ID" not in headers_in(uri)
     assert "\r" not in uri and "\n" not in uri
     assert "refused SIP header X-Caller-ID" in caplog.text
+
+
+def test_c1_controls_and_line_separators_are_refused_too(caplog):
+    caplog.set_level(logging.WARNING)
+    destination = Destination(name="d", method="bye", sip_headers={"X-A": "$a", "X-B": "$b", "X-C": "$c"})
+    transfer = plan_transfer(
+        destination, context(data={"a": "x\u0085y", "b": "x\u2028y", "c": "café ☎"}), sip_domain=None
+    )
+    assert transfer.headers == (("X-C", "café ☎"), ("X-Conversation-Id", CONVERSATION_ID))

@@ -7,7 +7,7 @@ import pytest
 from sqlmodel import select
 
 from gateway.models import Conversation
-from tests.support import AUTH_TOKEN, BASE_URL, call_params, post_signed, sign
+from tests.support import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, call_params, post_signed, sign
 
 
 def stored_conversations(session):
@@ -96,3 +96,44 @@ def test_callback_urls_use_the_public_url(make_app, session):
     response = post_signed(client, "/voice/call", call_params(), base_url=PUBLIC)
     assert f'action="{PUBLIC}/voice/dial-status?conversation_id=' in response.text
     assert AUTH_TOKEN not in response.text
+
+
+def recut(params: dict, name: str) -> dict:
+    """Glue the field after `name` (in signing order) onto its value: the signature stays the same."""
+    names = sorted(params)
+    following = names[names.index(name) + 1]
+    recut_params = {key: value for key, value in params.items() if key != following}
+    recut_params[name] = params[name] + following + params[following]
+    return recut_params
+
+
+@pytest.mark.parametrize("field", ["CallSid", "From", "Direction", "ApiVersion"])
+def test_a_recut_form_with_the_genuine_signature_is_refused(client, session, field):
+    genuine = call_params(call_sid="CA" + "7" * 32)
+    forged = recut(genuine, field)
+    signature = sign(BASE_URL + "/voice/call", genuine)
+    assert sign(BASE_URL + "/voice/call", forged) == signature  # the forgery really verifies
+
+    response = client.post("/voice/call", data=forged, headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 403
+    assert stored_conversations(session) == []
+
+
+def test_a_recut_dial_result_is_refused(client, session):
+    assert post_signed(client, "/voice/call", call_params(call_sid="CA" + "7" * 32)).status_code == 200
+    conversation = stored_conversations(session)[0]
+    path = f"/voice/dial-status?conversation_id={conversation.id}&attempt=1"
+    genuine = {"CallSid": "CA" + "7" * 32, "AccountSid": ACCOUNT_SID, "DialCallSid": "CA" + "8" * 32, "DialCallStatus": "completed"}
+    forged = recut(genuine, "DialCallSid")
+    signature = sign(BASE_URL + path, genuine)
+    assert sign(BASE_URL + path, forged) == signature
+
+    assert client.post(path, data=forged, headers={"X-Twilio-Signature": signature}).status_code == 403
+    session.expire_all()
+    assert stored_conversations(session)[0].state == "handoff_initiated"
+
+
+def test_another_accounts_sid_is_refused(client, session):
+    params = call_params(AccountSid="AC" + "9" * 32)
+    assert post_signed(client, "/voice/call", params).status_code == 403
+    assert stored_conversations(session) == []

@@ -337,10 +337,11 @@ def test_callback_that_beats_the_send_answer_is_not_lost(client, session, twilio
     assert response.get_json()["status"] == "sent"
 
 
-def test_status_without_message_sid_is_400(client, twilio_api):
+def test_status_without_message_sid_is_204_and_changes_nothing(client, twilio_api, session):
     params = status_params("SM" + "1" * 32, "sent")
     del params["MessageSid"]
-    assert post_signed(client, "/sms/status", params).status_code == 400
+    assert post_signed(client, "/sms/status", params).status_code == 204  # SPEC §4: always 204
+    assert session.exec(select(SmsStatusEvent)).all() == []
 
 
 def test_other_project_cannot_read_the_thread_transcript(client, session, twilio_api):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from functools import wraps
 
 from flask import Response, request
@@ -38,9 +39,56 @@ def twilio_signed(view):
             return Response("Twilio webhooks are not configured.\n", 503, mimetype="text/plain")
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature or not validator.validate(webhook_url(), request.form, signature):
-            log.warning("refused %s: X-Twilio-Signature does not verify for %s", request.path, webhook_url())
-            metrics.signature_failed(request.url_rule.rule)
-            return Response("Invalid Twilio signature.\n", 403, mimetype="text/plain")
+            return _refuse(f"X-Twilio-Signature does not verify for {webhook_url()}")
+        problem = _shifted_field(request.form)
+        if problem:
+            return _refuse(problem)
         return view(*args, **kwargs)
 
     return checked
+
+
+def twilio_fields(*names: str):
+    """Refuse (403) a signed form without fields Twilio always sends to this webhook.
+
+    Twilio's signature covers names and values joined with nothing between them, so a
+    captured request can be re-cut: a field's value can swallow the next field whole
+    (CallSid=CA…CallStatusringing). Such a form lacks a field Twilio never leaves out.
+    """
+
+    def decorate(view):
+        @wraps(view)
+        def checked(*args, **kwargs):
+            missing = [name for name in names if not request.form.get(name)]
+            if missing:
+                return _refuse(f"missing {', '.join(missing)}, which Twilio always sends")
+            return view(*args, **kwargs)
+
+        return checked
+
+    return decorate
+
+
+#: Every Twilio SID: two capital letters and 32 hex digits.
+_SID = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}$")
+
+
+def _shifted_field(form) -> str | None:
+    """Why a form with a valid signature is still not Twilio's, or None.
+
+    A re-cut form (see `twilio_fields`) also shows as a SID with something glued to it, or an
+    AccountSid that is not ours.
+    """
+    for name, value in form.items(multi=True):
+        if name.endswith("Sid") and value and not _SID.match(value):
+            return f"{name} is not a Twilio SID"
+    account_sid = current_gateway().settings.twilio_account_sid
+    if account_sid and form.get("AccountSid") != account_sid:
+        return "AccountSid is not this gateway's TWILIO_ACCOUNT_SID"
+    return None
+
+
+def _refuse(reason: str) -> Response:
+    log.warning("refused %s: %s", request.path, reason)
+    metrics.signature_failed(request.url_rule.rule)
+    return Response("Invalid Twilio signature.\n", 403, mimetype="text/plain")

@@ -44,7 +44,7 @@ def status() -> Response:
     sid, state = form.get("MessageSid", ""), form.get("MessageStatus") or form.get("SmsStatus", "")
     if not sid or not state:
         log.warning("SMS status callback without MessageSid or MessageStatus; ignored")
-        return Response("MessageSid and MessageStatus are required.\n", 400, mimetype="text/plain")
+        return Response(status=204)
     code = form.get("ErrorCode", "")
     error_code = int(code) if code.isdigit() else None
     if message_store.record_status(db(), sid=sid, status=state.lower(), error_code=error_code) is None:

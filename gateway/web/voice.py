@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, request
+from werkzeug.exceptions import HTTPException
 
 from gateway import calls, failopen, store
 from gateway.twiml import NO_AGENT_APOLOGY, UNKNOWN_NUMBER_APOLOGY
 from gateway.web import current_gateway, db
 from gateway.web.callbacks import call_flow
-from gateway.web.signature import twilio_signed
+from gateway.web.signature import twilio_fields, twilio_signed
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,14 @@ def _inbound_call() -> calls.InboundCall:
     return calls.InboundCall(
         call_sid=form.get("CallSid", ""),
         from_number=form.get("From"),
-        to_number=form.get("To", ""),
+        to_number=calls.called_number(form.get("To", "")),
         shared_id=form.get("SipHeader_X-Shared-Id") or None,
     )
 
 
 @bp.post("/call")
 @twilio_signed
+@twilio_fields("CallSid", "AccountSid", "From", "To")
 def call() -> Response:
     """An inbound call: route it by the number that was called."""
     inbound = _inbound_call()
@@ -85,11 +87,12 @@ def call() -> Response:
         return twiml_response(calls.answer_call(db(), route, inbound, call_flow()))
     except failopen.DATABASE_ERRORS as error:
         _discard_session(error)
-        return twiml_response(failopen.answer_call(current_gateway().spool, route, inbound, call_flow()))
+        return _call_without_database()
 
 
 @bp.post("/dial-status")
 @twilio_signed
+@twilio_fields("CallSid", "AccountSid")
 def dial_status() -> Response:
     """The <Dial>/<Refer> action: record the outcome; on failure, retry or fall back."""
     try:
@@ -105,22 +108,35 @@ def dial_status() -> Response:
         )
     except failopen.DATABASE_ERRORS as error:
         _discard_session(error)
-        inbound = _inbound_call()
-        result = calls.dial_result_from_twilio(request.form, request.args.get("attempt", 1, type=int))
-        return twiml_response(
-            failopen.record_transfer_result(
-                current_gateway().spool,
-                current_gateway().config.route_for(inbound.to_number),
-                request.args.get("conversation_id", ""),
-                inbound,
-                result,
-                call_flow(),
-            )
+        return _dial_result_without_database()
+
+
+def _call_without_database() -> Response:
+    """The number's configured TwiML, the call spooled for when the database is back."""
+    inbound = _inbound_call()
+    route = current_gateway().config.route_for(inbound.to_number)
+    return twiml_response(failopen.answer_call(current_gateway().spool, route, inbound, call_flow()))
+
+
+def _dial_result_without_database() -> Response:
+    """The next attempt the config's chain gives, the result spooled."""
+    inbound = _inbound_call()
+    result = calls.dial_result_from_twilio(request.form, request.args.get("attempt", 1, type=int))
+    return twiml_response(
+        failopen.record_transfer_result(
+            current_gateway().spool,
+            current_gateway().config.route_for(inbound.to_number),
+            request.args.get("conversation_id", ""),
+            inbound,
+            result,
+            call_flow(),
         )
+    )
 
 
 @bp.post("/stream-ended")
 @twilio_signed
+@twilio_fields("CallSid", "AccountSid")
 def stream_ended() -> Response:
     """The <Connect> action: the assistant's stream is over."""
     conversation, project = _conversation_and_project()
@@ -131,6 +147,7 @@ def stream_ended() -> Response:
 
 @bp.post("/status")
 @twilio_signed
+@twilio_fields("CallSid", "AccountSid", "CallStatus")
 def status() -> Response:
     """Call status callbacks: record how and when the call ended."""
     form = request.form
@@ -149,6 +166,7 @@ def status() -> Response:
 
 @bp.post("/whisper")
 @twilio_signed
+@twilio_fields("CallSid", "AccountSid")
 def whisper() -> Response:
     """Spoken to the answering agent before the bridge: why this caller is coming."""
     conversation, _project = _conversation_and_project()
@@ -158,6 +176,10 @@ def whisper() -> Response:
 def _database_unavailable(error: Exception) -> Response:
     """The other voice webhooks, with the database down: still an answer Twilio can use."""
     _discard_session(error)
+    return _plain_answer()
+
+
+def _plain_answer() -> Response:
     if request.endpoint == "voice.status":
         return Response(status=204)
     if request.endpoint == "voice.whisper":
@@ -165,5 +187,22 @@ def _database_unavailable(error: Exception) -> Response:
     return _apology()
 
 
+def _unexpected_error(error: Exception):
+    """A bug must not cost a caller the call: log it and answer as the fail-open path does."""
+    if isinstance(error, HTTPException):
+        return error
+    log.exception("unexpected error on %s; answering from the config", request.path)
+    try:
+        db().rollback()
+        if request.endpoint == "voice.call" and current_gateway().config.route_for(_inbound_call().to_number):
+            return _call_without_database()
+        if request.endpoint == "voice.dial_status":
+            return _dial_result_without_database()
+    except Exception:  # the fallback failed too: the plain answer below needs nothing
+        log.exception("the fail-open answer failed as well on %s", request.path)
+    return _plain_answer()
+
+
 for _error in failopen.DATABASE_ERRORS:
     bp.register_error_handler(_error, _database_unavailable)
+bp.register_error_handler(Exception, _unexpected_error)
