@@ -275,20 +275,13 @@ def _is_older(conversation: Conversation, status: CallStatus) -> bool:
     return _CALL_STATUS_ORDER.get(status.status, 99) < current
 
 
-def current_twiml(
-    session: Session,
-    conversation: Conversation,
-    project: ProjectConfig,
-    flow: CallFlow,
-    *,
-    destination_name: str | None = None,
-) -> str:
+def current_twiml(session: Session, conversation: Conversation, project: ProjectConfig, flow: CallFlow) -> str:
     """The TwiML the conversation's state calls for now: transfer, goodbye, or apology."""
     if conversation.state == handoff.COMPLETED:
         return flow.renderer.hangup()
     if conversation.state == handoff.FAILED:
         return flow.renderer.apology(NO_AGENT_APOLOGY)
-    return transfer_twiml(session, conversation, project, flow, destination_name=destination_name)
+    return transfer_twiml(session, conversation, project, flow)
 
 
 def transfer_twiml(
