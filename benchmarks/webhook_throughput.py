@@ -69,7 +69,10 @@ def free_port() -> int:
 
 
 def write_requests(path: Path, url: str, count: int, prefix: str) -> None:
-    """`count` signed forms, one per line, each with a CallSid never used before."""
+    """`count` signed forms, one per line, each with a CallSid never used before.
+
+    A CallSid is CA and 32 hex digits (the gateway refuses anything else): an 8-digit prefix, 24 more.
+    """
     validator = RequestValidator(AUTH_TOKEN)
     with path.open("w") as out:
         for i in range(count):
@@ -134,8 +137,8 @@ def measure(name: str, app: str, env: dict, args, folder: Path, script: Path) ->
     port = free_port()
     url = f"http://127.0.0.1:{port}/voice/call"
     warmup, measured = folder / f"{name}-warmup.txt", folder / f"{name}-requests.txt"
-    write_requests(warmup, url, 20_000, "ffff")
-    write_requests(measured, url, args.requests, "0000")
+    write_requests(warmup, url, 20_000, "ffffffff")
+    write_requests(measured, url, args.requests, "00000000")
     process = start(app, port, args.workers, env, folder / f"{name}.log")
     try:
         run_wrk(port, warmup, script, args, 2)
