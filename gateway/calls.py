@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 DIAL_SUCCESS = {"completed", "answered"}
 #: Call statuses after which nothing more happens on the call.
 FINAL_CALL_STATUSES = {"completed", "busy", "failed", "no-answer", "canceled"}
+#: The reason recorded when an assistant's stream ends without handing off.
+ASSISTANT_ENDED_REASON = "assistant_ended"
 _CALL_STATUS_ORDER = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3}
 
 
@@ -164,7 +166,7 @@ def stream_ended(session: Session, conversation: Conversation, project: ProjectC
             session,
             conversation,
             destination=default.name,
-            reason=default.reason or "assistant_ended",
+            reason=default.reason or ASSISTANT_ENDED_REASON,
             utterance=default.utterance,
             detail="assistant stream ended without a handoff",
             dedupe_key="attempt:1",

@@ -103,6 +103,21 @@ def record_transfer_result(
     return twiml
 
 
+def stream_ended(
+    spool: Spool, route: NumberRoute, conversation_id: str, call: calls.InboundCall, flow: calls.CallFlow
+) -> str:
+    """The assistant's stream ended while the database is down: the project's default, as
+    `calls.stream_ended` gives a call the assistant did not hand off. Spooled as a call record,
+    whose replay starts attempt 1 on the conversation unless it already has a handoff."""
+    project = route.project
+    conversation = _unsaved(conversation_id, project, call)
+    default = project.destination(project.default_destination)
+    reason = default.reason or calls.ASSISTANT_ENDED_REASON
+    twiml = _transfer(conversation, project, default, reason, attempt=1, flow=flow)
+    _spool(spool, "call", conversation, destination=default.name, reason=reason, utterance=default.utterance)
+    return twiml
+
+
 def _unsaved(conversation_id: str, project: ProjectConfig, call: calls.InboundCall) -> Conversation:
     """The conversation as the normal path would have stored it; never added to a session."""
     return Conversation(

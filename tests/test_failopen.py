@@ -16,7 +16,15 @@ from gateway import failopen, store
 from gateway.models import Conversation, HandoffEvent
 from gateway.twiml import NO_AGENT_APOLOGY
 from tests.forwarder import Forwarder
-from tests.support import BASE_URL, call_params, post_signed, same_twiml, twiml_root
+from tests.support import (
+    ASSISTANT_NUMBER,
+    BASE_URL,
+    add_assistant_number,
+    call_params,
+    post_signed,
+    same_twiml,
+    twiml_root,
+)
 
 FRONT_DESK_NUMBER = "+14155550199"  # Front desk, then Billing, then the default (Front desk); max_attempts 3
 CALL_A = "CA" + "a1" * 16  # placed while the database is up; its dial result comes while it is down
@@ -196,3 +204,56 @@ def test_calls_fail_open_while_the_sqlite_file_is_locked_and_are_stored_once_it_
         run_outage(app.test_client(), app, engine, down=lock, up=unlock)
     finally:
         locker.close()
+
+
+def test_an_assistant_number_fails_open_to_its_stream_and_keeps_the_id(database_url, make_app, config_path, session):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("locks a SQLite file; the stopped-server test covers PostgreSQL")
+    add_assistant_number(config_path)
+    app = make_app(database_busy_timeout=0.05)
+    client = app.test_client()
+    locker = sqlite3.connect(make_url(database_url).database, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        response = post_signed(client, "/voice/call", call_params(call_sid=CALL_B, to=ASSISTANT_NUMBER))
+        locker.execute("ROLLBACK")
+    finally:
+        locker.close()
+
+    assert response.status_code == 200
+    stream = twiml_root(response.data).find("Connect/Stream")
+    assert stream.get("url") == "wss://bot.acme.test/stream"
+    parameters = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+    conversation_id = parameters["conversation_id"]
+
+    # The next webhook replays the spool first: the conversation exists under the id the assistant got.
+    ended = post_signed(client, f"/voice/stream-ended?conversation_id={conversation_id}", call_params(call_sid=CALL_B, to=ASSISTANT_NUMBER))
+    assert same_twiml(ended.data, front_desk_twiml(conversation_id, 1))
+    session.expire_all()
+    stored = store.conversation_by_call_sid(session, CALL_B)
+    assert (stored.id, stored.state, stored.destination) == (conversation_id, "handoff_initiated", "Front desk")
+
+
+def test_a_stream_that_ends_during_an_outage_still_reaches_the_default(database_url, make_app, config_path, session):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("locks a SQLite file; the stopped-server test covers PostgreSQL")
+    add_assistant_number(config_path)
+    app = make_app(database_busy_timeout=0.05)
+    client = app.test_client()
+    post_signed(client, "/voice/call", call_params(call_sid=CALL_A, to=ASSISTANT_NUMBER))
+    conversation = store.conversation_by_call_sid(session, CALL_A)
+    locker = sqlite3.connect(make_url(database_url).database, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        ended = post_signed(
+            client, f"/voice/stream-ended?conversation_id={conversation.id}", call_params(call_sid=CALL_A, to=ASSISTANT_NUMBER)
+        )
+        locker.execute("ROLLBACK")
+    finally:
+        locker.close()
+    assert same_twiml(ended.data, front_desk_twiml(conversation.id, 1))
+
+    post_signed(client, "/voice/call", call_params(call_sid=CALL_C, to=FRONT_DESK_NUMBER))  # replays the spool first
+    session.expire_all()
+    stored = store.find_by_id(session, conversation.id)
+    assert (stored.state, stored.destination, stored.attempts) == ("handoff_initiated", "Front desk", 1)

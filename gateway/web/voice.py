@@ -139,10 +139,25 @@ def _dial_result_without_database() -> Response:
 @twilio_fields("CallSid", "AccountSid")
 def stream_ended() -> Response:
     """The <Connect> action: the assistant's stream is over."""
-    conversation, project = _conversation_and_project()
-    if conversation is None:
+    try:
+        _replay_spool()
+        conversation, project = _conversation_and_project()
+        if conversation is None:
+            return _apology()
+        return twiml_response(calls.stream_ended(db(), conversation, project, call_flow()))
+    except failopen.DATABASE_ERRORS as error:
+        _discard_session(error)
+        return _stream_ended_without_database()
+
+
+def _stream_ended_without_database() -> Response:
+    """The project's default destination, from the config, the handoff spooled."""
+    inbound = _inbound_call()
+    route = current_gateway().config.route_for(inbound.to_number)
+    if route is None:
         return _apology()
-    return twiml_response(calls.stream_ended(db(), conversation, project, call_flow()))
+    conversation_id = request.args.get("conversation_id", "")
+    return twiml_response(failopen.stream_ended(current_gateway().spool, route, conversation_id, inbound, call_flow()))
 
 
 @bp.post("/status")
@@ -198,6 +213,8 @@ def _unexpected_error(error: Exception):
             return _call_without_database()
         if request.endpoint == "voice.dial_status":
             return _dial_result_without_database()
+        if request.endpoint == "voice.stream_ended":
+            return _stream_ended_without_database()
     except Exception:  # the fallback failed too: the plain answer below needs nothing
         log.exception("the fail-open answer failed as well on %s", request.path)
     return _plain_answer()
