@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import contextmanager
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
@@ -206,19 +207,26 @@ def test_calls_fail_open_while_the_sqlite_file_is_locked_and_are_stored_once_it_
         locker.close()
 
 
+@contextmanager
+def sqlite_locked(database_url: str):
+    """Another connection holds the file's write lock for the block: SQLite's outage."""
+    locker = sqlite3.connect(make_url(database_url).database, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        yield
+        locker.execute("ROLLBACK")
+    finally:
+        locker.close()
+
+
 def test_an_assistant_number_fails_open_to_its_stream_and_keeps_the_id(database_url, make_app, config_path, session):
     if not database_url.startswith("sqlite"):
         pytest.skip("locks a SQLite file; the stopped-server test covers PostgreSQL")
     add_assistant_number(config_path)
     app = make_app(database_busy_timeout=0.05)
     client = app.test_client()
-    locker = sqlite3.connect(make_url(database_url).database, isolation_level=None)
-    try:
-        locker.execute("BEGIN EXCLUSIVE")
+    with sqlite_locked(database_url):
         response = post_signed(client, "/voice/call", call_params(call_sid=CALL_B, to=ASSISTANT_NUMBER))
-        locker.execute("ROLLBACK")
-    finally:
-        locker.close()
 
     assert response.status_code == 200
     stream = twiml_root(response.data).find("Connect/Stream")
@@ -242,15 +250,10 @@ def test_a_stream_that_ends_during_an_outage_still_reaches_the_default(database_
     client = app.test_client()
     post_signed(client, "/voice/call", call_params(call_sid=CALL_A, to=ASSISTANT_NUMBER))
     conversation = store.conversation_by_call_sid(session, CALL_A)
-    locker = sqlite3.connect(make_url(database_url).database, isolation_level=None)
-    try:
-        locker.execute("BEGIN EXCLUSIVE")
+    with sqlite_locked(database_url):
         ended = post_signed(
             client, f"/voice/stream-ended?conversation_id={conversation.id}", call_params(call_sid=CALL_A, to=ASSISTANT_NUMBER)
         )
-        locker.execute("ROLLBACK")
-    finally:
-        locker.close()
     assert same_twiml(ended.data, front_desk_twiml(conversation.id, 1))
 
     post_signed(client, "/voice/call", call_params(call_sid=CALL_C, to=FRONT_DESK_NUMBER))  # replays the spool first
