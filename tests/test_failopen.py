@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import contextmanager
 import uuid
+from contextlib import contextmanager
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
