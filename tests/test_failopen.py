@@ -9,11 +9,13 @@ from contextlib import contextmanager
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from gateway import failopen, store
+from gateway.cli import main
 from gateway.models import Conversation, HandoffEvent
 from gateway.twiml import NO_AGENT_APOLOGY
 from tests.forwarder import Forwarder
@@ -260,3 +262,24 @@ def test_a_stream_that_ends_during_an_outage_still_reaches_the_default(database_
     session.expire_all()
     stored = store.find_by_id(session, conversation.id)
     assert (stored.state, stored.destination, stored.attempts) == ("handoff_initiated", "Front desk", 1)
+
+
+def test_gateway_replay_spool_writes_what_an_outage_left(database_url, make_app, make_settings, monkeypatch, session):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("locks a SQLite file; the stopped-server test covers PostgreSQL")
+    app = make_app(database_busy_timeout=0.05)
+    with sqlite_locked(database_url):
+        post_signed(app.test_client(), "/voice/call", call_params(call_sid=CALL_B, to=FRONT_DESK_NUMBER))
+    assert store.conversation_by_call_sid(session, CALL_B) is None
+
+    settings = make_settings()
+    monkeypatch.setenv("GATEWAY_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("GATEWAY_SPOOL_DIR", str(settings.spool_dir))
+    result = CliRunner().invoke(main, ["replay-spool"])
+    assert result.exit_code == 0, result.output
+    assert "replayed 1 record(s)" in result.output
+
+    session.expire_all()
+    stored = store.conversation_by_call_sid(session, CALL_B)
+    assert (stored.state, stored.destination) == ("handoff_initiated", "Front desk")
+    assert "replayed 0 record(s)" in CliRunner().invoke(main, ["replay-spool"]).output
