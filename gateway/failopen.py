@@ -160,10 +160,14 @@ def _spool(spool: Spool, kind: str, conversation: Conversation, **fields) -> Non
         "shared_id": conversation.shared_id,
         **fields,
     }
+    _append(spool, record)
+
+
+def _append(spool: Spool, record: dict) -> None:
     try:
         spool.append(record)
     except OSError:
-        # The caller still gets their TwiML; the record survives only in this log line.
+        # Twilio still gets its answer; the record survives only in this log line.
         log.exception("could not write to the spool %s; lost record: %s", spool.path, record)
 
 
@@ -186,14 +190,39 @@ def replay(spool: Spool, engine: Engine, *, wait_seconds: float = 0.0) -> int | 
 
 def apply_record(session: Session, record: dict) -> None:
     """Store one spooled record and commit; applying it again changes nothing."""
-    if record.get("v") != RECORD_VERSION or record.get("kind") not in ("call", "dial_result"):
+    if record.get("v") != RECORD_VERSION or record.get("kind") not in ("call", "dial_result", "status"):
         raise RecordRejected("not a spool record this gateway version writes")
     at = datetime.fromisoformat(record["at"])
     if record["kind"] == "call":
         _apply_call(session, record, at)
+    elif record["kind"] == "status":
+        _apply_status(session, record)
     else:
         _apply_dial_result(session, record, at)
     session.commit()
+
+
+def record_call_status(spool: Spool, call_sid: str, status: calls.CallStatus) -> None:
+    """A status callback without the database: kept for replay (the call's end and duration)."""
+    record = {
+        "v": RECORD_VERSION,
+        "kind": "status",
+        "at": utcnow().isoformat(),
+        "call_sid": call_sid,
+        "status": status.status,
+        "duration_seconds": status.duration_seconds,
+        "sequence": status.sequence,
+    }
+    _append(spool, record)
+
+
+def _apply_status(session: Session, record: dict) -> None:
+    conversation = store.conversation_by_call_sid(session, record["call_sid"])
+    if conversation is None:
+        log.info("spooled status for unknown call %s; ignored as the normal path would", record["call_sid"])
+        return
+    status = calls.CallStatus(record["status"], record["duration_seconds"], record["sequence"])
+    calls.record_call_status(session, conversation, status)
 
 
 def _apply_call(session: Session, record: dict, at: datetime) -> None:

@@ -283,3 +283,20 @@ def test_gateway_replay_spool_writes_what_an_outage_left(database_url, make_app,
     stored = store.conversation_by_call_sid(session, CALL_B)
     assert (stored.state, stored.destination) == ("handoff_initiated", "Front desk")
     assert "replayed 0 record(s)" in CliRunner().invoke(main, ["replay-spool"]).output
+
+
+def test_a_status_callback_during_an_outage_is_kept_and_applied_once(database_url, make_app, session):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("locks a SQLite file; the stopped-server test covers PostgreSQL")
+    app = make_app(database_busy_timeout=0.05)
+    client = app.test_client()
+    call(client, CALL_A)
+    ended = {"CallSid": CALL_A, "AccountSid": call_params()["AccountSid"], "CallStatus": "completed", "CallDuration": "61"}
+    with sqlite_locked(database_url):
+        assert post_signed(client, "/voice/status", ended).status_code == 204
+
+    call(client, CALL_C)  # the next webhook replays the spool first
+    session.expire_all()
+    stored = store.conversation_by_call_sid(session, CALL_A)
+    assert (stored.call_status, stored.duration_seconds) == ("completed", 61)
+    assert stored.ended_at is not None

@@ -166,16 +166,21 @@ def _stream_ended_without_database() -> Response:
 def status() -> Response:
     """Call status callbacks: record how and when the call ended."""
     form = request.form
-    conversation = store.conversation_by_call_sid(db(), form.get("CallSid", ""))
-    if conversation is None:
-        log.info("status callback for unknown call %s", form.get("CallSid"))
-        return Response(status=204)
     update = calls.CallStatus(
         status=form.get("CallStatus", ""),
         duration_seconds=form.get("CallDuration", type=int),
         sequence=form.get("SequenceNumber", type=int),
     )
-    calls.record_call_status(db(), conversation, update)
+    try:
+        _replay_spool()
+        conversation = store.conversation_by_call_sid(db(), form["CallSid"])
+        if conversation is None:
+            log.info("status callback for unknown call %s", form["CallSid"])
+        else:
+            calls.record_call_status(db(), conversation, update)
+    except failopen.DATABASE_ERRORS as error:
+        _discard_session(error)
+        failopen.record_call_status(current_gateway().spool, form["CallSid"], update)
     return Response(status=204)
 
 
