@@ -108,6 +108,20 @@ def dial_result_from_twilio(form: dict, attempt: int) -> TransferResult:
     return TransferResult(attempt, succeeded, " ".join(parts))
 
 
+def new_call(project: ProjectConfig, call: InboundCall, conversation_id: str | None = None) -> NewCall:
+    """The conversation of a call that is not stored yet (`conversation_id`: one already given out)."""
+    unsaved = NewCall(
+        project_key=project.key,
+        call_sid=call.call_sid,
+        from_number=call.from_number,
+        to_number=call.to_number,
+        shared_id=call.shared_id,
+    )
+    if conversation_id is not None:
+        unsaved.id = conversation_id
+    return unsaved
+
+
 def answer_call(session: Session, route: NumberRoute, call: InboundCall, flow: CallFlow) -> str:
     """A new call: to its number's destination, or to its assistant first.
 
@@ -115,13 +129,7 @@ def answer_call(session: Session, route: NumberRoute, call: InboundCall, flow: C
     stored without it; a repeated (or racing) webhook for the CallSid stores nothing and gets
     the TwiML of the stored conversation's state.
     """
-    conversation: Conversation | NewCall = NewCall(
-        project_key=route.project.key,
-        call_sid=call.call_sid,
-        from_number=call.from_number,
-        to_number=call.to_number,
-        shared_id=call.shared_id,
-    )
+    conversation: Conversation | NewCall = new_call(route.project, call)
     first_event = None
     if not route.number.assistant_url:
         destination = route.project.destination(route.number.destination)

@@ -13,7 +13,6 @@ No Flask here.
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
@@ -24,7 +23,7 @@ from sqlmodel import Session
 from gateway import calls, handoff, store
 from gateway.config import NumberRoute, ProjectConfig
 from gateway.destinations import Destination
-from gateway.models import Conversation, utcnow
+from gateway.models import NewCall, utcnow
 from gateway.routing import plan_transfer
 from gateway.spool import RecordRejected, Spool
 from gateway.twiml import NO_AGENT_APOLOGY
@@ -41,7 +40,7 @@ RECORD_VERSION = 1
 
 def answer_call(spool: Spool, route: NumberRoute, call: calls.InboundCall, flow: calls.CallFlow) -> str:
     """A new call's TwiML from the config, under a conversation id made here and kept on replay."""
-    conversation = _unsaved(str(uuid.uuid4()), route.project, call)
+    conversation = calls.new_call(route.project, call)
     destination = None
     if route.number.assistant_url:
         twiml = calls.assistant_stream(conversation, route, flow)
@@ -73,7 +72,7 @@ def record_transfer_result(
         log.error("dial result for conversation %s to %r while the database is down: number not configured; apologising", conversation_id, call.to_number)
         return flow.renderer.apology(NO_AGENT_APOLOGY)
     project = route.project
-    conversation = _unsaved(conversation_id, project, call)
+    conversation = calls.new_call(project, call, conversation_id)
     following = None
     if result.succeeded:
         twiml = flow.renderer.hangup()
@@ -110,7 +109,7 @@ def stream_ended(
     `calls.stream_ended` gives a call the assistant did not hand off. Spooled as a call record,
     whose replay starts attempt 1 on the conversation unless it already has a handoff."""
     project = route.project
-    conversation = _unsaved(conversation_id, project, call)
+    conversation = calls.new_call(project, call, conversation_id)
     default = project.destination(project.default_destination)
     reason = default.reason or calls.ASSISTANT_ENDED_REASON
     twiml = _transfer(conversation, project, default, reason, attempt=1, flow=flow)
@@ -118,21 +117,8 @@ def stream_ended(
     return twiml
 
 
-def _unsaved(conversation_id: str, project: ProjectConfig, call: calls.InboundCall) -> Conversation:
-    """The conversation as the normal path would have stored it; never added to a session."""
-    return Conversation(
-        id=conversation_id,
-        project_key=project.key,
-        channel="voice",
-        call_sid=call.call_sid,
-        from_number=call.from_number,
-        to_number=call.to_number,
-        shared_id=call.shared_id,
-    )
-
-
 def _transfer(
-    conversation: Conversation,
+    conversation: NewCall,
     project: ProjectConfig,
     destination: Destination,
     reason: str | None,
@@ -147,7 +133,7 @@ def _transfer(
     return flow.renderer.transfer(transfer, flow.links, conversation.id, attempt)
 
 
-def _spool(spool: Spool, kind: str, conversation: Conversation, **fields) -> None:
+def _spool(spool: Spool, kind: str, conversation: NewCall, **fields) -> None:
     record = {
         "v": RECORD_VERSION,
         "kind": kind,
