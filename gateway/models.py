@@ -5,7 +5,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Column, DateTime, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -21,17 +21,24 @@ class Conversation(SQLModel, table=True):
     """One call, SMS thread or web chat, with its current handoff state beside it."""
 
     __tablename__ = "conversations"
+    # Every index here is written on every new call, the webhook's hot path, so each one serves
+    # a query in gateway/store.py and no column is indexed on its own "just in case".
+    __table_args__ = (
+        Index("ix_conversations_shared_lookup", "project_key", "shared_id", "started_at", "id"),  # SPEC §5
+        Index("ix_conversations_newest", "project_key", "started_at", "id"),  # listing, keyset paging
+        Index("ix_conversations_caller", "project_key", "from_number", "started_at"),  # a caller's history
+    )
 
     id: str = Field(default_factory=lambda: str(uuid.uuid4()), primary_key=True, max_length=36)
-    project_key: str = Field(index=True, max_length=200)
+    project_key: str = Field(max_length=200)
     channel: str = Field(max_length=10)  # voice | sms | chat
     call_sid: str | None = Field(default=None, unique=True, max_length=64)
-    shared_id: str | None = Field(default=None, index=True, max_length=200)
-    from_number: str | None = Field(default=None, index=True, max_length=64)
-    to_number: str | None = Field(default=None, index=True, max_length=64)
+    shared_id: str | None = Field(default=None, max_length=200)
+    from_number: str | None = Field(default=None, max_length=64)
+    to_number: str | None = Field(default=None, max_length=64)
 
-    state: str | None = Field(default=None, index=True, max_length=64)
-    topic: str | None = Field(default=None, index=True, max_length=64)
+    state: str | None = Field(default=None, max_length=64)
+    topic: str | None = Field(default=None, max_length=64)
     destination: str | None = Field(default=None, max_length=100)
     reason: str | None = Field(default=None, max_length=200)
     utterance: str | None = Field(default=None, max_length=1000)
@@ -42,7 +49,7 @@ class Conversation(SQLModel, table=True):
     status_sequence: int | None = None
     duration_seconds: int | None = None
 
-    started_at: datetime = _timestamp(index=True)
+    started_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()
     ended_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
@@ -81,10 +88,11 @@ class HandoffEvent(SQLModel, table=True):
     """One transition in a conversation's history; `dedupe_key` makes webhook retries harmless."""
 
     __tablename__ = "handoff_events"
+    # Also the index for a conversation's history: conversation_id leads it.
     __table_args__ = (UniqueConstraint("conversation_id", "dedupe_key"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    conversation_id: str = Field(foreign_key="conversations.id", index=True, max_length=36)
+    conversation_id: str = Field(foreign_key="conversations.id", max_length=36)
     state: str = Field(max_length=64)
     destination: str | None = Field(default=None, max_length=100)
     detail: str | None = Field(default=None, max_length=500)

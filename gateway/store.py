@@ -8,6 +8,7 @@ from functools import lru_cache
 from sqlalchemy import Table, and_, event, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.schema import CreateIndex
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from gateway import models
@@ -48,9 +49,17 @@ def make_engine(database_url: str, *, busy_timeout: float = 5.0) -> Engine:
 
 
 def init_db(engine: Engine) -> None:
-    """Create any missing table; safe to run on every start."""
+    """Create any missing table, and any index added since the database was made; safe on every start.
+
+    create_all skips an existing table with its indexes, so an index a later version adds is
+    created here; IF NOT EXISTS lets workers starting together race harmlessly.
+    """
     assert models  # the tables register themselves on import
     SQLModel.metadata.create_all(engine)
+    with engine.begin() as connection:
+        for table in SQLModel.metadata.sorted_tables:
+            for index in table.indexes:
+                connection.execute(CreateIndex(index, if_not_exists=True))
 
 
 def as_utc(moment: datetime | None) -> datetime | None:

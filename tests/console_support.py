@@ -17,7 +17,7 @@ PASSWORD_HASH = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1000")
 
 
 def csrf_of(client) -> str:
-    with client.session_transaction() as session:
+    with client.session_transaction("/console/") as session:
         if "csrf_token" not in session:
             session["csrf_token"] = "test-csrf-token"
         return session["csrf_token"]

@@ -84,10 +84,11 @@ def test_sign_in_never_redirects_outside_the_console(console_app, target):
     assert response.location == "/console/handoffs"
 
 
-def test_session_cookie_is_http_only_and_same_site_lax(console_app):
+def test_session_cookie_is_http_only_same_site_lax_and_for_the_console_only(console_app):
     client = console_app.test_client()
     response = sign_in(client)
     cookie = response.headers["Set-Cookie"]
+    assert "Path=/console;" in cookie  # the browser never sends it to webhooks or the API
     assert "HttpOnly" in cookie
     assert "SameSite=Lax" in cookie
     assert "Secure" not in cookie
@@ -107,7 +108,7 @@ def test_without_a_configured_secret_key_a_random_one_is_made(make_app):
 def test_changing_the_password_signs_every_operator_out(make_app):
     client = make_app(console_password_hash=PASSWORD_HASH).test_client()
     sign_in(client)
-    cookie = client.get_cookie("session")
+    cookie = client.get_cookie("session", path="/console")
     other = make_app(console_password_hash=PASSWORD_HASH.replace("pbkdf2:sha256:1000", "pbkdf2:sha256:1001"))
     other_client = other.test_client()
     other_client.set_cookie("session", cookie.value)

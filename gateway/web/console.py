@@ -28,6 +28,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSessionInterface
 from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 from werkzeug.security import check_password_hash
@@ -40,10 +41,12 @@ from gateway.handoff import LIFECYCLE_STATES
 from gateway.web import current_gateway, db
 from gateway.web.signature import public_base_url
 
+CONSOLE_PATH = "/console"
+
 bp = Blueprint(
     "console",
     __name__,
-    url_prefix="/console",
+    url_prefix=CONSOLE_PATH,
     static_folder="../static",
     static_url_path="/static",
 )
@@ -59,10 +62,26 @@ _PUBLIC_ENDPOINTS = {"console.sign_in", "console.static"}
 _FORM_FIELDS = ("name", "description", "method", "route", "timeout", "utterance", "reason", "sip_headers")
 
 
+class ConsoleSessions(SecureCookieSessionInterface):
+    """Only the console has sessions: webhooks and the API authenticate each request.
+
+    Unsigning a cookie, or merely building the signer, on every webhook would cost the call
+    path time for nothing; outside the console `session` is Flask's null session, which
+    refuses writes, so no view can come to rely on one by accident.
+    """
+
+    def open_session(self, app, request):
+        if request.path != CONSOLE_PATH and not request.path.startswith(CONSOLE_PATH + "/"):
+            return None
+        return super().open_session(app, request)
+
+
 def register(app) -> None:
-    """The blueprint plus the cookie settings its session needs."""
+    """The blueprint plus its session, with a cookie the browser sends to /console only."""
     public_url = app.extensions["gateway"].settings.public_url or ""
+    app.session_interface = ConsoleSessions()
     app.config.update(
+        SESSION_COOKIE_PATH=CONSOLE_PATH,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=public_url.startswith("https://"),
