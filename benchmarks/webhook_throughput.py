@@ -4,10 +4,12 @@ Run by hand (never by the test suite), from the project folder:
 
     .venv/bin/python benchmarks/webhook_throughput.py
 
-Both apps get the same gunicorn (same workers, loopback only) and the same load from `wrk`
+Every app gets the same gunicorn (same workers, loopback only) and the same load from `wrk`
 (Debian package `wrk`): CONNECTIONS concurrent connections for DURATION seconds, each request a
 Twilio-signed inbound-call form with its own CallSid, precomputed before the clock starts.
-The gateway runs on SQLite in a temporary folder with the example config.
+The gateway runs on SQLite in a temporary folder with the example config. The sketch
+(benchmarks/sketch_app.py: signature check, one SQLite insert, fixed TwiML) is measured too,
+as the yardstick of what this machine allows any design that checks and stores each call.
 """
 from __future__ import annotations
 
@@ -176,7 +178,9 @@ def main() -> None:
             "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         }
+        sketch_env = {**env, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "SKETCH_DATABASE": str(folder / "sketch.db")}
         bare = measure("bare", "benchmarks.bare_app:app", env, args, folder, script)
+        sketch = measure("sketch", "benchmarks.sketch_app:app", sketch_env, args, folder, script)
         gateway = measure("gateway", "app:app", gateway_env, args, folder, script)
         with sqlite3.connect(database) as connection:
             stored = connection.execute("SELECT count(*) FROM conversations").fetchone()[0]
@@ -184,11 +188,12 @@ def main() -> None:
     print(f"gunicorn --workers {args.workers}, wrk -t{args.threads} -c{args.connections} "
           f"-d{args.duration}s, {os.cpu_count()} CPUs")
     print(f"{'':10} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8}")
-    for name, result in (("bare", bare), ("gateway", gateway)):
+    for name, result in (("bare", bare), ("sketch", sketch), ("gateway", gateway)):
         print(f"{name:10} {result['rps']:>10.1f} {result['p50']:>9.2f} {result['p99']:>9.2f} {result['non_2xx']:>8}"
               f"   socket errors: {result['socket_errors']}")
-    print(f"{'ratio':10} {gateway['rps'] / bare['rps']:>10.2f} {gateway['p50'] / bare['p50']:>9.2f} "
-          f"{gateway['p99'] / bare['p99']:>9.2f}")
+    for name, result in (("sketch", sketch), ("gateway", gateway)):
+        print(f"{name + '/bare':14} {result['rps'] / bare['rps']:>6.2f} {result['p50'] / bare['p50']:>9.2f} "
+              f"{result['p99'] / bare['p99']:>9.2f}")
     print(f"conversations stored by the gateway: {stored} (warm-up included)")
     print(f"targets: throughput ratio >= 0.70: {'met' if gateway['rps'] / bare['rps'] >= 0.7 else 'MISSED'}; "
           f"p99 ratio <= 1.5: {'met' if gateway['p99'] / bare['p99'] <= 1.5 else 'MISSED'}")
