@@ -10,6 +10,7 @@ from twilio.rest import Client
 from gateway.config import GatewayConfig
 from gateway.messaging import CampaignCache
 from gateway.settings import Settings
+from gateway.sign_in_throttle import SignInThrottle
 from gateway.spool import Spool
 from gateway.twiml import TwimlRenderer
 
@@ -28,3 +29,5 @@ class Gateway:
     campaigns: CampaignCache = field(default_factory=CampaignCache)
     #: What the voice webhooks could not store while the database was down (gateway/failopen.py).
     spool: Spool | None = None
+    #: Wrong console passwords per address, so the shared password cannot be guessed at speed.
+    sign_in_throttle: SignInThrottle = field(default_factory=SignInThrottle)

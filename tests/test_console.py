@@ -6,6 +6,7 @@ from sqlmodel import select
 
 from gateway import catalog
 from gateway.models import StoredDestination
+from gateway.sign_in_throttle import SignInThrottle
 from tests.console_support import PASSWORD_HASH, field_error, post_form, sign_in, text_of
 from tests.support import ACME
 
@@ -74,6 +75,52 @@ def test_a_wrong_password_is_refused_with_a_message(console_app):
     assert response.status_code == 401
     assert field_error(response, "password") == "That password is not right."
     assert client.get("/console/handoffs").status_code == 302
+
+
+def test_after_five_wrong_passwords_an_address_waits_even_with_the_right_one(console_app):
+    clock = FakeClock()
+    console_app.extensions["gateway"].sign_in_throttle = SignInThrottle(clock=clock)
+    guesser = client_at(console_app, "203.0.113.9")
+    for _ in range(5):
+        assert sign_in(guesser, password="guess").status_code == 401
+
+    refused = sign_in(guesser)  # the right password, not even checked
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == str(15 * 60)
+    assert field_error(refused, "password") == "Too many wrong passwords from your address. Try again in 15 minutes."
+    assert guesser.get("/console/handoffs").status_code == 302
+
+    colleague = client_at(console_app, "198.51.100.7")
+    assert sign_in(colleague).status_code == 302
+
+    clock.now += 15 * 60
+    assert sign_in(guesser).status_code == 302
+    assert guesser.get("/console/handoffs").status_code == 200
+
+
+def test_signing_in_clears_the_address_of_its_wrong_passwords(console_app):
+    client = console_app.test_client()
+    for _ in range(4):
+        sign_in(client, password="guess")
+    assert sign_in(client).status_code == 302
+    post_form(client, "/console/logout")
+    for _ in range(4):
+        assert sign_in(client, password="guess").status_code == 401
+    assert sign_in(client).status_code == 302
+
+
+def client_at(app, address: str):
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/console/", "/v1/ws-acme/x"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
+import math
 import secrets
 import uuid
 from xml.etree import ElementTree
@@ -172,20 +173,32 @@ def _safe_next(target: str | None) -> str:
 
 @bp.route("/login", methods=["GET", "POST"])
 def sign_in():
-    error = None
-    if request.method == "POST":
-        password_hash = _password_hash()
-        if check_password_hash(password_hash, request.form.get("password", "")):
-            session.clear()
-            session.permanent = True
-            session["operator"] = _hash_fingerprint(password_hash)
-            csrf_token()
-            return redirect(_safe_next(request.form.get("next")))
-        current_app.logger.warning("console sign-in refused from %s", request.remote_addr)
-        error = "That password is not right."
-    return render_template(
-        "console/login.html", error=error, next=request.values.get("next", "")
-    ), (401 if error else 200)
+    if request.method == "GET":
+        return _sign_in_page()
+    throttle = current_gateway().sign_in_throttle
+    address = request.remote_addr or "unknown"
+    wait = throttle.retry_after(address)
+    if wait:
+        current_app.logger.warning("console sign-in from %s refused unchecked: too many wrong passwords", address)
+        minutes = math.ceil(wait / 60)
+        message = f"Too many wrong passwords from your address. Try again in {minutes} minute{'s' * (minutes > 1)}."
+        return _sign_in_page(message, 429, {"Retry-After": str(wait)})
+    password_hash = _password_hash()
+    if check_password_hash(password_hash, request.form.get("password", "")):
+        throttle.succeeded(address)
+        session.clear()
+        session.permanent = True
+        session["operator"] = _hash_fingerprint(password_hash)
+        csrf_token()
+        return redirect(_safe_next(request.form.get("next")))
+    throttle.failed(address)
+    current_app.logger.warning("console sign-in refused from %s", address)
+    return _sign_in_page("That password is not right.", 401)
+
+
+def _sign_in_page(error: str | None = None, status: int = 200, headers: dict | None = None):
+    page = render_template("console/login.html", error=error, next=request.values.get("next", ""))
+    return page, status, headers or {}
 
 
 @bp.post("/logout")
