@@ -4,12 +4,21 @@ Every app has its own CollectorRegistry (tests build many apps in one process). 
 not know which app it serves, so the web layer makes the app's `Metrics` current for the
 length of each request (`activate`) and the helpers below count into it; outside a request
 (the CLI, a test calling the core directly) they count nothing.
+
+Under gunicorn each worker counts on its own. With prometheus-client's PROMETHEUS_MULTIPROC_DIR
+set, every worker writes its counts to files there and `exposition_registry` sums them all,
+so a scrape sees the whole server whichever worker answers it.
 """
 from __future__ import annotations
 
+import os
 from contextvars import ContextVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
+
+#: prometheus-client's own variable; it must be set before the gateway starts.
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 #: Webhook latencies that matter: Twilio gives up at 15 s, callers notice well before.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0)
@@ -45,6 +54,15 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+
+
+def exposition_registry(metrics: Metrics) -> CollectorRegistry:
+    """What /metrics shows: every worker's counts summed in multiprocess mode, else this app's."""
+    if not os.environ.get(MULTIPROCESS_DIR_ENV):
+        return metrics.registry
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return registry
 
 
 _current: ContextVar[Metrics | None] = ContextVar("gateway_metrics", default=None)

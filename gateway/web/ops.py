@@ -46,7 +46,8 @@ def readyz():
 
 @bp.get("/metrics")
 def prometheus_metrics():
-    return Response(generate_latest(current_metrics().registry), mimetype=CONTENT_TYPE_LATEST)
+    registry = metrics.exposition_registry(current_metrics())
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
 def _start_request(_app: Flask, **_extra) -> None:
