@@ -249,13 +249,8 @@ def _try_next_destination(
         destination=name,
         reason=conversation.reason or entry.destination.reason,
         utterance=entry.destination.utterance,
-        detail=retry_detail(conversation.attempts + 1),
         dedupe_key=f"attempt:{conversation.attempts + 1}",
     )
-
-
-def retry_detail(attempt: int) -> str:
-    return f"attempt {attempt} after a failed transfer"
 
 
 def record_call_status(session: Session, conversation: Conversation, status: CallStatus) -> None:

@@ -261,7 +261,6 @@ def _apply_dial_result(session: Session, record: dict, at: datetime) -> None:
             destination=following["destination"],
             reason=following["reason"],
             utterance=following["utterance"],
-            detail=calls.retry_detail(attempt + 1),
             dedupe_key=f"attempt:{attempt + 1}",
             at=at,
         )

@@ -86,7 +86,6 @@ def request_handoff(
         destination=entry.destination.name,
         reason=request.reason or entry.destination.reason,
         utterance=utterance,
-        detail="requested through the API",
     )
     session.commit()
     if conversation.channel == "voice":

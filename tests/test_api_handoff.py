@@ -138,6 +138,17 @@ def test_bad_requests_name_what_to_fix(client, live_call):
 
 
 @responses.activate
+def test_a_handoff_with_no_body_at_all_goes_to_the_default_destination(client, live_call):
+    twilio_call_update()
+    response = client.post(f"{BASE}/conversations/{live_call.id}/handoff", headers={"x-api-key": CONFIG_KEY})
+    assert response.status_code == 202, response.text
+    handoff = response.get_json()["handoff"]
+    assert handoff["destination"] == "Front desk"
+    # `detail` is Twilio's status for a step; starting one has none.
+    assert [(step["state"], step["detail"]) for step in handoff["history"]] == [("handoff_initiated", None)]
+
+
+@responses.activate
 def test_a_second_handoff_while_one_is_in_progress_is_409(client, live_call):
     twilio_call_update()
     assert hand_off(client, live_call.id, {}).status_code == 202

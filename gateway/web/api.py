@@ -47,8 +47,13 @@ def _has_nul(value: object) -> bool:
     return False
 
 
-def json_body() -> dict:
-    """The request's JSON object, or a 400 that says what is wrong with it."""
+def json_body(*, optional: bool = False) -> dict:
+    """The request's JSON object, or a 400 that says what is wrong with it.
+
+    `optional`: for endpoints whose every field is optional, no body at all means {}.
+    """
+    if optional and not request.get_data():
+        return {}
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "Send a JSON object with Content-Type: application/json.")

@@ -31,7 +31,7 @@ def handoff(conversation_id: str):
     """Hand the conversation to a destination, with reason, utterance, data and topic."""
     conversation_or_404(conversation_id=conversation_id)
     try:
-        handoff_request = HandoffRequest.model_validate(json_body())
+        handoff_request = HandoffRequest.model_validate(json_body(optional=True))
     except ValidationError as error:
         raise validation_error(error) from None
     conversation = request_handoff(

@@ -42,7 +42,7 @@ def _message_view(message) -> dict:
 @bp.post("/chat/create")
 def chat_create():
     """Open a web chat; `shared_id` and `data` travel with any handoff it ends in. No body is fine."""
-    body = json_body() if request.get_data() else {}
+    body = json_body(optional=True)
     shared_id, data = body.get("shared_id"), body.get("data", {})
     if shared_id is not None and (not isinstance(shared_id, str) or not 0 < len(shared_id) <= MAX_SHARED_ID_LENGTH):
         raise ApiError(400, "invalid_shared_id", f"`shared_id` must be text of 1 to {MAX_SHARED_ID_LENGTH} characters.")

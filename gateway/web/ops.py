@@ -47,7 +47,7 @@ def readyz():
 @bp.get("/metrics")
 def prometheus_metrics():
     registry = metrics.exposition_registry(current_metrics())
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 def _start_request(_app: Flask, **_extra) -> None:
