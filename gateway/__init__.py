@@ -12,7 +12,8 @@ from gateway.config import load_config
 from gateway.runtime import Gateway
 from gateway.settings import Settings
 from gateway.spool import Spool
-from gateway.store import init_db, make_engine
+from gateway.failopen import DATABASE_ERRORS
+from gateway.store import make_engine
 from gateway.twiml import TwimlRenderer
 from gateway.twilio_rest import make_client
 from gateway.web import (
@@ -38,12 +39,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build a gateway: settings read once, config checked, engine and templates made once.
 
     A bad config file raises ConfigError, which exits with its one line rather than a traceback.
+    A database that is down does not stop it: calls fail open and /readyz says why until the
+    database answers, and the tables are made then.
     """
     settings = settings or Settings()
     config = load_config(settings.config_path)
     engine = make_engine(settings.database_url, busy_timeout=settings.database_busy_timeout)
-    init_db(engine)
-    engine.dispose()  # gunicorn --preload forks after this: workers must open their own connections
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
@@ -58,6 +59,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         twilio=make_client(settings),
         spool=Spool(settings.spool_dir),
     )
+    try:
+        app.extensions["gateway"].ensure_schema()
+    except DATABASE_ERRORS as error:
+        log.error("database unreachable at start-up; serving anyway, calls fail open until it answers: %s", error)
+    engine.dispose()  # gunicorn --preload forks after this: workers must open their own connections
     app.extensions["gateway"].spool.create()
     if not settings.auth_token:
         log.error("TWILIO_AUTH_TOKEN is not set: Twilio webhooks will answer 503 until it is")

@@ -12,6 +12,7 @@ from gateway.messaging import CampaignCache
 from gateway.settings import Settings
 from gateway.sign_in_throttle import SignInThrottle
 from gateway.spool import Spool
+from gateway.store import init_db
 from gateway.twiml import TwimlRenderer
 
 
@@ -31,3 +32,14 @@ class Gateway:
     spool: Spool | None = None
     #: Wrong console passwords per address, so the shared password cannot be guessed at speed.
     sign_in_throttle: SignInThrottle = field(default_factory=SignInThrottle)
+    #: False while the tables may be missing: the database was down when the gateway started.
+    schema_ready: bool = False
+
+    def ensure_schema(self) -> None:
+        """Create the tables once: at start-up, or on first use if the database was down then.
+
+        Raises the database's error while it is still unreachable (callers fail open).
+        """
+        if not self.schema_ready:
+            init_db(self.engine)
+            self.schema_ready = True

@@ -300,3 +300,40 @@ def test_a_status_callback_during_an_outage_is_kept_and_applied_once(database_ur
     stored = store.conversation_by_call_sid(session, CALL_A)
     assert (stored.call_status, stored.duration_seconds) == ("completed", 61)
     assert stored.ended_at is not None
+
+
+def test_the_gateway_starts_while_the_database_is_down_and_makes_its_tables_once_it_is_up(
+    database_url, make_app, make_settings, tmp_path
+):
+    """A restart during an outage must not leave callers with Twilio's generic error."""
+    if database_url.startswith("sqlite"):
+        folder = tmp_path / "not-mounted-yet"  # SQLite cannot open a file in a missing folder
+        app = make_app(database_url=f"sqlite:///{folder / 'gateway.db'}")
+        engine_url = f"sqlite:///{folder / 'gateway.db'}"
+        bring_up, cleanup = folder.mkdir, lambda: None
+    else:
+        direct = make_url(make_settings().database_url)
+        forwarder = Forwarder((direct.host or "127.0.0.1", direct.port or 5432))
+        forwarder.start()
+        forwarder.stop()  # keeps its port: the database is "down" at that address
+        app = make_app(database_url=direct.set(port=forwarder.port).render_as_string(hide_password=False))
+        engine_url = direct.render_as_string(hide_password=False)
+        bring_up, cleanup = forwarder.start, forwarder.stop
+    client = app.test_client()
+    try:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 503
+        during = call(client, CALL_B)
+        assert same_twiml(during.data, front_desk_twiml(conversation_id_in(during), 1))
+
+        bring_up()
+        assert client.get("/readyz").status_code == 200
+        call(client, CALL_C)
+        engine = store.make_engine(engine_url)
+        with Session(engine) as session:
+            assert store.conversation_by_call_sid(session, CALL_C) is not None
+            spooled = store.conversation_by_call_sid(session, CALL_B)
+            assert spooled is not None and spooled.id == conversation_id_in(during)
+        engine.dispose()
+    finally:
+        cleanup()

@@ -12,9 +12,11 @@ def current_gateway() -> Gateway:
 
 
 def db() -> Session:
-    """One session per request, closed at teardown (see `close_db`)."""
+    """One session per request, closed at teardown (see `close_db`); the tables exist by then."""
     if "db_session" not in g:
-        g.db_session = Session(current_gateway().engine, expire_on_commit=False)
+        gateway = current_gateway()
+        gateway.ensure_schema()
+        g.db_session = Session(gateway.engine, expire_on_commit=False)
     return g.db_session
 
 

@@ -32,10 +32,12 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Ready when the database answers a query; 503 with the reason when it does not."""
+    """Ready when the database answers a query and has our tables; 503 with the reason if not."""
+    gateway = current_gateway()
     try:
-        with current_gateway().engine.connect() as connection:
+        with gateway.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
+        gateway.ensure_schema()
     except SQLAlchemyError as error:
         cause = getattr(error, "orig", None) or error
         reason = f"database unreachable: {type(cause).__name__}: {str(cause).strip().splitlines()[0]}"

@@ -51,6 +51,7 @@ def _replay_spool() -> None:
     """Write what an outage spooled before handling a new event of the same calls, in order."""
     gateway = current_gateway()
     if gateway.spool.pending():
+        gateway.ensure_schema()
         failopen.replay(gateway.spool, gateway.engine, wait_seconds=REPLAY_WAIT_SECONDS)
 
 
