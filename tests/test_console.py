@@ -45,9 +45,11 @@ def test_without_a_password_hash_the_console_is_disabled(client, path):
     assert "GATEWAY_CONSOLE_PASSWORD_HASH" in response.text
 
 
-def test_a_plain_password_instead_of_a_hash_keeps_the_console_disabled(make_app):
-    client = make_app(console_password_hash="hunter2").test_client()
+@pytest.mark.parametrize("value", ["hunter2", "pa$$word", "pbkdf2:sha256:many$salt$hash"])
+def test_a_value_that_is_not_a_werkzeug_hash_keeps_the_console_disabled(make_app, value):
+    client = make_app(console_password_hash=value).test_client()
     assert client.get("/console/login").status_code == 503
+    assert post_form(client, "/console/login", {"password": value}).status_code == 503
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
+import logging
 import math
 import secrets
 import uuid
 from xml.etree import ElementTree
 from datetime import date, datetime, time, timedelta, timezone
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from flask import (
@@ -41,6 +43,8 @@ from gateway.destinations import METHOD_HELP
 from gateway.handoff import LIFECYCLE_STATES
 from gateway.web import current_gateway, db
 from gateway.web.signature import public_base_url
+
+log = logging.getLogger(__name__)
 
 CONSOLE_PATH = "/console"
 
@@ -97,9 +101,20 @@ def register(app) -> None:
 def _password_hash() -> str | None:
     """The configured hash, or None when the console is off (unset, or not a werkzeug hash)."""
     configured = current_gateway().settings.console_password_hash
-    if not configured or "$" not in configured:
+    if not configured or not _is_werkzeug_hash(configured):
         return None
     return configured
+
+
+@lru_cache(maxsize=4)
+def _is_werkzeug_hash(value: str) -> bool:
+    """Whether werkzeug can check passwords against `value`; asked once per value (hashing is slow)."""
+    try:
+        check_password_hash(value, "")
+    except ValueError as error:
+        log.error("GATEWAY_CONSOLE_PASSWORD_HASH is not a werkzeug hash (%s); the console stays off", error)
+        return False
+    return "$" in value
 
 
 def _hash_fingerprint(password_hash: str) -> str:
