@@ -198,7 +198,8 @@ def record_transfer_result(
         recorded = handoff.transition(
             session, conversation, outcome, detail=result.detail, dedupe_key=f"result:{result.attempt}"
         )
-        if recorded and not result.succeeded:
+        # Callbacks can come out of order: once the call has ended, there is nobody to retry for.
+        if recorded and not result.succeeded and conversation.ended_at is None:
             _try_next_destination(session, conversation, route, project)
         if recorded:
             session.commit()
@@ -253,8 +254,15 @@ def _try_next_destination(
     )
 
 
-def record_call_status(session: Session, conversation: Conversation, status: CallStatus) -> None:
-    """Keep the newest status: late or repeated callbacks never move a call backwards."""
+def record_call_status(
+    session: Session, conversation: Conversation, status: CallStatus, project: ProjectConfig | None
+) -> None:
+    """Keep the newest status: late or repeated callbacks never move a call backwards.
+
+    A `bye` has no action callback: Twilio hangs up, handing the call back to the SBC, and the
+    call completing is the only word of it, so that completes a bye handoff (`project`: where
+    to look the destination's method up; None when the config is not at hand).
+    """
     conversation = _locked(session, conversation.id)
     if _is_older(conversation, status):
         return
@@ -265,8 +273,23 @@ def record_call_status(session: Session, conversation: Conversation, status: Cal
         conversation.ended_at = conversation.ended_at or utcnow()
         if status.duration_seconds is not None:
             conversation.duration_seconds = status.duration_seconds
+    if status.status == "completed" and _handed_back_with_bye(session, conversation, project):
+        handoff.transition(
+            session,
+            conversation,
+            handoff.COMPLETED,
+            detail="CallStatus=completed",
+            dedupe_key=f"result:{conversation.attempts}",
+        )
     session.add(conversation)
     session.commit()
+
+
+def _handed_back_with_bye(session: Session, conversation: Conversation, project: ProjectConfig | None) -> bool:
+    if project is None or conversation.state != handoff.INITIATED or not conversation.destination:
+        return False
+    entry = catalog.find(session, project, conversation.destination)
+    return entry is not None and entry.destination.method == "bye"
 
 
 def _is_older(conversation: Conversation, status: CallStatus) -> bool:

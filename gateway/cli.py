@@ -194,11 +194,12 @@ def simulate_call(to_number: str, from_number: str, url: str) -> None:
 def replay_spool() -> None:
     """Write what the voice webhooks spooled during a database outage ($GATEWAY_SPOOL_DIR)."""
     settings = _settings()
+    config = _config(None)
     spool = Spool(settings.spool_dir)
     engine = make_engine(settings.database_url, busy_timeout=settings.database_busy_timeout)
     try:
         init_db(engine)
-        applied = failopen.replay(spool, engine)
+        applied = failopen.replay(spool, engine, config=config)
     except failopen.UNAVAILABLE as error:
         click.echo(f"the database is still unavailable; nothing more replayed: {error}", err=True)
         sys.exit(1)

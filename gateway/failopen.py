@@ -21,7 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session
 
 from gateway import calls, handoff, store
-from gateway.config import NumberRoute, ProjectConfig
+from gateway.config import GatewayConfig, NumberRoute, ProjectConfig
 from gateway.destinations import Destination
 from gateway.models import NewCall, utcnow
 from gateway.routing import plan_transfer
@@ -157,13 +157,18 @@ def _append(spool: Spool, record: dict) -> None:
         log.exception("could not write to the spool %s; lost record: %s", spool.path, record)
 
 
-def replay(spool: Spool, engine: Engine, *, wait_seconds: float = 0.0) -> int | None:
-    """Write the spooled records to the database; None when another process is replaying."""
+def replay(
+    spool: Spool, engine: Engine, *, config: GatewayConfig | None = None, wait_seconds: float = 0.0
+) -> int | None:
+    """Write the spooled records to the database; None when another process is replaying.
+
+    `config` lets a replayed call end complete a bye handoff, as the live status callback does.
+    """
     with Session(engine, expire_on_commit=False) as session:
 
         def apply(record: dict) -> None:
             try:
-                apply_record(session, record)
+                apply_record(session, record, config)
             except Exception as error:
                 session.rollback()
                 if isinstance(error, (*UNAVAILABLE, RecordRejected)):
@@ -174,7 +179,7 @@ def replay(spool: Spool, engine: Engine, *, wait_seconds: float = 0.0) -> int | 
         return spool.replay(apply, stop_on=UNAVAILABLE, wait_seconds=wait_seconds)
 
 
-def apply_record(session: Session, record: dict) -> None:
+def apply_record(session: Session, record: dict, config: GatewayConfig | None = None) -> None:
     """Store one spooled record and commit; applying it again changes nothing."""
     if record.get("v") != RECORD_VERSION or record.get("kind") not in ("call", "dial_result", "status"):
         raise RecordRejected("not a spool record this gateway version writes")
@@ -182,7 +187,7 @@ def apply_record(session: Session, record: dict) -> None:
     if record["kind"] == "call":
         _apply_call(session, record, at)
     elif record["kind"] == "status":
-        _apply_status(session, record)
+        _apply_status(session, record, config)
     else:
         _apply_dial_result(session, record, at)
     session.commit()
@@ -202,13 +207,14 @@ def record_call_status(spool: Spool, call_sid: str, status: calls.CallStatus) ->
     _append(spool, record)
 
 
-def _apply_status(session: Session, record: dict) -> None:
+def _apply_status(session: Session, record: dict, config: GatewayConfig | None) -> None:
     conversation = store.conversation_by_call_sid(session, record["call_sid"])
     if conversation is None:
         log.info("spooled status for unknown call %s; ignored as the normal path would", record["call_sid"])
         return
     status = calls.CallStatus(record["status"], record["duration_seconds"], record["sequence"])
-    calls.record_call_status(session, conversation, status)
+    project = config.project_by_key(conversation.project_key) if config else None
+    calls.record_call_status(session, conversation, status, project)
 
 
 def _apply_call(session: Session, record: dict, at: datetime) -> None:

@@ -213,3 +213,39 @@ def test_a_stream_that_ends_without_handoff_goes_to_the_default(assistant_client
     assert twiml_root(response.data).find("Dial/Number").text == "+14155550100"
     conversation = fresh(session, conversation)
     assert (conversation.state, conversation.destination) == ("handoff_initiated", "Front desk")
+
+
+def test_a_bye_handoff_completes_when_twilio_reports_the_call_completed(client, session):
+    """<Hangup> has no action callback: the call's end is the word that the SBC has it."""
+    _, conversation = start_call(client, session, to="+14155550195")  # SBC: method bye
+    report(client, "/voice/status", CallStatus="in-progress", SequenceNumber="1")
+    assert fresh(session, conversation).state == "handoff_initiated"
+
+    report(client, "/voice/status", CallStatus="completed", CallDuration="4", SequenceNumber="2")
+    report(client, "/voice/status", CallStatus="completed", CallDuration="4", SequenceNumber="2")  # a retry
+
+    conversation = fresh(session, conversation)
+    assert conversation.state == "handoff_completed"
+    history = store.history(session, conversation.id)
+    assert [(e.state, e.destination, e.detail) for e in history] == [
+        ("handoff_initiated", "SBC", None),
+        ("handoff_completed", "SBC", "CallStatus=completed"),
+    ]
+
+
+def test_an_invite_still_waiting_when_the_call_ends_is_not_called_completed(client, session):
+    _, conversation = start_call(client, session)
+    report(client, "/voice/status", CallStatus="completed", CallDuration="4")
+    assert fresh(session, conversation).state == "handoff_initiated"
+
+
+def test_a_failed_result_after_the_call_ended_tries_nobody_else(client, session):
+    """Callbacks can arrive out of order: the caller has hung up, so no retry is started."""
+    first, conversation = start_call(client, session)
+    report(client, "/voice/status", CallStatus="completed", CallDuration="9")
+    response = report(client, action_path(first), DialCallStatus="canceled")
+
+    assert twiml_root(response.data).find("Dial") is None
+    conversation = fresh(session, conversation)
+    assert (conversation.state, conversation.attempts) == ("handoff_failed", 1)
+    assert states(session, conversation) == [("handoff_initiated", "Front desk"), ("handoff_failed", "Front desk")]

@@ -20,6 +20,7 @@ from gateway.models import Conversation, HandoffEvent
 from gateway.twiml import NO_AGENT_APOLOGY
 from tests.forwarder import Forwarder
 from tests.support import (
+    ACCOUNT_SID,
     ASSISTANT_NUMBER,
     BASE_URL,
     add_assistant_number,
@@ -29,6 +30,7 @@ from tests.support import (
     twiml_root,
 )
 
+SBC_NUMBER = "+14155550195"  # method bye: the call goes back to the customer's SBC
 FRONT_DESK_NUMBER = "+14155550199"  # Front desk, then Billing, then the default (Front desk); max_attempts 3
 CALL_A = "CA" + "a1" * 16  # placed while the database is up; its dial result comes while it is down
 CALL_B = "CA" + "b2" * 16  # placed while the database is down
@@ -268,20 +270,28 @@ def test_gateway_replay_spool_writes_what_an_outage_left(database_url, make_app,
     if not database_url.startswith("sqlite"):
         pytest.skip("locks a SQLite file; the stopped-server test covers PostgreSQL")
     app = make_app(database_busy_timeout=0.05)
+    client = app.test_client()
     with sqlite_locked(database_url):
-        post_signed(app.test_client(), "/voice/call", call_params(call_sid=CALL_B, to=FRONT_DESK_NUMBER))
+        post_signed(client, "/voice/call", call_params(call_sid=CALL_B, to=FRONT_DESK_NUMBER))
+        # A call handed back to the SBC, and its end: that completes a bye handoff.
+        post_signed(client, "/voice/call", call_params(call_sid=CALL_C, to=SBC_NUMBER))
+        ended = {"CallSid": CALL_C, "AccountSid": ACCOUNT_SID, "CallStatus": "completed", "CallDuration": "3"}
+        assert post_signed(client, "/voice/status", ended).status_code == 204
     assert store.conversation_by_call_sid(session, CALL_B) is None
 
     settings = make_settings()
     monkeypatch.setenv("GATEWAY_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("GATEWAY_SPOOL_DIR", str(settings.spool_dir))
+    monkeypatch.setenv("GATEWAY_CONFIG", str(settings.config_path))
     result = CliRunner().invoke(main, ["replay-spool"])
     assert result.exit_code == 0, result.output
-    assert "replayed 1 record(s)" in result.output
+    assert "replayed 3 record(s)" in result.output
 
     session.expire_all()
     stored = store.conversation_by_call_sid(session, CALL_B)
     assert (stored.state, stored.destination) == ("handoff_initiated", "Front desk")
+    handed_back = store.conversation_by_call_sid(session, CALL_C)
+    assert (handed_back.state, handed_back.destination) == ("handoff_completed", "SBC")
     assert "replayed 0 record(s)" in CliRunner().invoke(main, ["replay-spool"]).output
 
 

@@ -52,7 +52,7 @@ def _replay_spool() -> None:
     gateway = current_gateway()
     if gateway.spool.pending():
         gateway.ensure_schema()
-        failopen.replay(gateway.spool, gateway.engine, wait_seconds=REPLAY_WAIT_SECONDS)
+        failopen.replay(gateway.spool, gateway.engine, config=gateway.config, wait_seconds=REPLAY_WAIT_SECONDS)
 
 
 def _discard_session(error: Exception) -> None:
@@ -178,7 +178,8 @@ def status() -> Response:
         if conversation is None:
             log.info("status callback for unknown call %s", form["CallSid"])
         else:
-            calls.record_call_status(db(), conversation, update)
+            project = current_gateway().config.project_by_key(conversation.project_key)
+            calls.record_call_status(db(), conversation, update, project)
     except failopen.DATABASE_ERRORS as error:
         _discard_session(error)
         failopen.record_call_status(current_gateway().spool, form["CallSid"], update)
