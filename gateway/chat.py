@@ -16,7 +16,7 @@ from sqlmodel import Session
 from gateway import catalog, handoff, message_store
 from gateway.config import ProjectConfig
 from gateway.destinations import Destination
-from gateway.models import Conversation
+from gateway.models import Conversation, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,23 @@ def check_open(conversation: Conversation) -> None:
     """Only a live chat or SMS thread without a handoff takes another turn (409 otherwise)."""
     if conversation.channel not in CHAT_CHANNELS:
         raise ChatError(409, "not_a_chat", f"Conversation {conversation.id} is a {conversation.channel} conversation, not a chat.")
-    if conversation.ended_at is not None:
-        raise ChatError(409, "conversation_closed", f"Conversation {conversation.id} is closed; create a new chat.")
     if conversation.state is not None:
         raise ChatError(
             409,
             "conversation_handed_off",
             f"Conversation {conversation.id} was handed off to {conversation.destination}; the agent answers now.",
         )
+    if conversation.ended_at is not None:
+        raise ChatError(409, "conversation_closed", f"Conversation {conversation.id} is closed; create a new chat.")
+
+
+def end_on_handoff(conversation: Conversation) -> None:
+    """A web chat ends when it is handed off (SPEC §5): the agent takes the customer on elsewhere.
+
+    An SMS thread stays open: the customer goes on texting the same number.
+    """
+    if conversation.channel == "chat" and conversation.ended_at is None:
+        conversation.ended_at = utcnow()
 
 
 def respond(session: Session, project: ProjectConfig, conversation: Conversation, message: object) -> Turn:
@@ -138,6 +147,7 @@ def _hand_off(session: Session, project: ProjectConfig, conversation: Conversati
         raise
     if wanted.topic:
         handoff.set_topic(session, conversation, wanted.topic)
+    end_on_handoff(conversation)
     response = answer.response or utterance or DEFAULT_HANDOFF_REPLY
     message_store.add_chat_message(session, conversation, role="assistant", text=response)
     log.info("conversation %s handed off to %s (%s)", conversation.id, destination.name, conversation.reason)

@@ -1,7 +1,7 @@
 """An assistant or integrator asks for a handoff (SPEC §5 `POST /conversations/{id}/handoff`).
 
-Validate, record `handoff_initiated` with the context, and on a live call redirect it through
-Twilio's REST API. If Twilio refuses or does not answer, `handoff_failed` is recorded and the
+Validate, record `handoff_initiated` with the context; on a live call redirect it through
+Twilio's REST API, and end a web chat. If Twilio refuses or does not answer, `handoff_failed` is recorded and the
 call simply stays where it was: it is never dropped.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from sqlmodel import Session
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from gateway import calls, catalog, handoff, store
+from gateway import calls, catalog, chat, handoff, store
 from gateway.config import ProjectConfig
 from gateway.models import Conversation
 
@@ -66,6 +66,8 @@ def request_handoff(
         raise HandoffRefused(404, "destination_not_found", f"No destination named {name!r} in this project.")
     if conversation.channel == "voice" and conversation.ended_at is not None:
         raise HandoffRefused(409, "call_ended", "The call has already ended; there is nobody to hand off.")
+    if conversation.channel == "chat" and conversation.ended_at is not None and conversation.state is None:
+        raise HandoffRefused(409, "conversation_closed", "The chat is closed; there is nobody to hand off.")
     if not handoff.can_initiate(conversation):
         raise HandoffRefused(
             409,
@@ -87,6 +89,7 @@ def request_handoff(
         reason=request.reason or entry.destination.reason,
         utterance=utterance,
     )
+    chat.end_on_handoff(conversation)
     session.commit()
     if conversation.channel == "voice":
         _redirect_live_call(session, project, conversation, twilio, flow)

@@ -117,10 +117,35 @@ def test_project_without_keywords_or_assistant_replies_politely(client, twilio_a
     assert answer["handoff"] == {"destination": "Front desk", "reason": "needs_human"}
 
 
-def test_respond_after_handoff_is_409(client, twilio_api):
+def test_a_handoff_ends_the_chat_and_later_turns_are_409(client, twilio_api):
     conversation_id = create(client)
-    respond(client, conversation_id, "agent")
+    assert respond(client, conversation_id, "agent").get_json()["end_conversation"] is True
     assert error_of(respond(client, conversation_id, "hello?")) == (409, "conversation_handed_off")
+    assert conversation(client, conversation_id)["ended_at"] is not None
+
+
+def test_a_handoff_through_the_api_ends_the_chat_too(client, twilio_api):
+    """SPEC §5: POST …/handoff on a chat ends it, with the handoff object."""
+    conversation_id = create(client)
+    response = post(client, f"/conversations/{conversation_id}/handoff", {"reason": "vip"})
+    assert response.status_code == 202
+    assert response.get_json()["handoff"]["reason"] == "vip"
+    assert conversation(client, conversation_id)["ended_at"] is not None
+    assert error_of(respond(client, conversation_id, "still there?")) == (409, "conversation_handed_off")
+
+
+def test_a_closed_chat_cannot_be_handed_off(client, twilio_api):
+    conversation_id = create(client)
+    post(client, "/chat/close", {"conversation_id": conversation_id})
+    response = post(client, f"/conversations/{conversation_id}/handoff", {})
+    assert error_of(response) == (409, "conversation_closed")
+    assert handoff_state(client, conversation_id)["state"] is None
+
+
+def conversation(client, conversation_id) -> dict:
+    response = client.get(f"{TEXTING}/conversations/{conversation_id}", headers={"x-api-key": TEXTING_KEY})
+    assert response.status_code == 200
+    return response.get_json()
 
 
 # --- respond with an assistant ----------------------------------------------------------------

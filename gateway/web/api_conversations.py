@@ -219,7 +219,10 @@ OPENAPI_PATHS = {
             {
                 "202": {"description": "Handoff initiated.", **openapi.json_content(openapi.ref("HandoffState"))},
                 "400": openapi.error("Malformed body (invalid_json, invalid_request)."),
-                "409": openapi.error("A handoff is already in progress or done, or the call ended."),
+                "409": openapi.error(
+                    "A handoff already in progress or done (handoff_in_progress), a call that ended "
+                    "(call_ended) or a chat closed without one (conversation_closed)."
+                ),
                 "502": openapi.error("Twilio refused or did not answer; handoff_failed is recorded."),
                 "503": openapi.error("Twilio credentials are not configured."),
             },
