@@ -8,6 +8,7 @@ from __future__ import annotations
 from openapi_spec_validator import validate
 
 from tests.openapi_conformance import _template
+from tests.support import CONFIG_KEY
 
 
 def test_the_document_is_valid_openapi(client):
@@ -26,3 +27,10 @@ def test_every_v1_route_and_method_is_documented(app, client):
     }
     documented = {(path, method) for path, item in paths.items() for method in item if method != "parameters"}
     assert served == documented
+
+
+def test_the_document_is_also_under_the_api_base_as_the_spec_lists_it(client):
+    under_base = client.get("/v1/acme/frontdesk/openapi.json", headers={"x-api-key": CONFIG_KEY})
+    assert under_base.status_code == 200
+    assert under_base.get_json() == client.get("/openapi.json").get_json()
+    assert client.get("/v1/acme/frontdesk/openapi.json").status_code == 401

@@ -1,7 +1,7 @@
 """The HTTP API for assistants and integrators: /v1/{account_id}/{project_id}/... (SPEC §5)."""
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -93,10 +93,16 @@ def handoff_state():
     return jsonify(presenters.handoff_state(conversation, store.history(db(), conversation.id)))
 
 
+@bp.get("/openapi.json")
+def openapi_document():
+    """The API's description where SPEC §5 lists it, under the base (so with a key)."""
+    return jsonify(current_app.extensions["openapi"])
+
+
 def register(app, modules: list) -> None:
     """The blueprint (its routes come from `modules`), /openapi.json, and JSON errors under /v1."""
     app.register_blueprint(bp)
-    document = openapi.build(modules)
+    document = app.extensions["openapi"] = openapi.build(modules)
     app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(document))
 
     def _json_under_v1(error: HTTPException):
@@ -143,6 +149,12 @@ OPENAPI_SCHEMAS = {
 }
 
 OPENAPI_PATHS = {
+    "/openapi.json": {
+        "get": openapi.operation(
+            "This document (also served at /openapi.json without a key).",
+            {"200": {"description": "The OpenAPI document.", **openapi.json_content({"type": "object"})}},
+        )
+    },
     "/handoff_state": {
         "get": openapi.operation(
             "Read a conversation's handoff state (screen-pop); shared_id wins over id.",
