@@ -4,7 +4,9 @@ from __future__ import annotations
 import secrets
 import sys
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import click
 import requests
@@ -13,7 +15,7 @@ from twilio.request_validator import RequestValidator
 from werkzeug.security import generate_password_hash
 
 from gateway import catalog, failopen
-from gateway.config import ConfigError, GatewayConfig, hash_api_key, load_config
+from gateway.config import ConfigError, GatewayConfig, ProjectConfig, hash_api_key, load_config
 from gateway.models import ApiKey
 from gateway.settings import Settings
 from gateway.spool import Spool
@@ -68,18 +70,11 @@ def api_key() -> None:
 @click.option("--label", default=None, help="a note to recognise the key by")
 def create_api_key(account: str, project: str, label: str | None) -> None:
     """Make a key for one project, print it once, and store only its sha256."""
-    settings = _settings()
-    project_config = _config(None).find_project(account, project)
-    if project_config is None:
-        click.echo(f"no project {account}/{project} in {settings.config_path}", err=True)
-        sys.exit(1)
+    project_config = _project(_config(None), account, project)
     key = "hgw_" + secrets.token_urlsafe(32)
-    engine = make_engine(settings.database_url)
-    init_db(engine)
-    with Session(engine) as session:
+    with _database() as session:
         session.add(ApiKey(project_key=project_config.key, key_sha256=hash_api_key(key), label=label))
         session.commit()
-    engine.dispose()
     click.echo(key)
     click.echo(f"Stored for {project_config.key}. This key is shown only once.", err=True)
 
@@ -115,26 +110,17 @@ def list_numbers(path: str | None) -> None:
             )
 
 
-@main.command("destinations")
+@main.group("destinations", invoke_without_command=True)
 @click.option("--account", default=None, help="only this account (ws-acme or acme)")
 @click.option("--project", default=None, help="only this project (PROJECT-x or x); needs --account")
-def list_destinations(account: str | None, project: str | None) -> None:
-    """List handoff destinations, from the config file and the database."""
-    settings = _settings()
+@click.pass_context
+def destinations(context: click.Context, account: str | None, project: str | None) -> None:
+    """List handoff destinations, from the config file and the database; or add, update, remove."""
+    if context.invoked_subcommand is not None:
+        return
     config = _config(None)
-    projects = config.projects
-    if account or project:
-        if not (account and project):
-            click.echo("give both --account and --project", err=True)
-            sys.exit(2)
-        chosen = config.find_project(account, project)
-        if chosen is None:
-            click.echo(f"no project {account}/{project} in {config.path}", err=True)
-            sys.exit(1)
-        projects = [chosen]
-    engine = make_engine(settings.database_url)
-    init_db(engine)
-    with Session(engine) as session:
+    projects = [_project(config, account, project)] if account or project else config.projects
+    with _database() as session:
         for project_config in projects:
             click.echo(project_config.key)
             for entry in catalog.list_destinations(session, project_config):
@@ -142,7 +128,108 @@ def list_destinations(account: str | None, project: str | None) -> None:
                 source = f"config {config.path}" if entry.source == "config" else "database"
                 route = f" {destination.route}" if destination.route else ""
                 click.echo(f"  {destination.name}  {destination.method}{route}  [{source}]")
-    engine.dispose()
+
+
+def _destination_options(command):
+    """The destination's fields as options (SPEC §2); each one left out is left as it is."""
+    options = [
+        click.option("--account", required=True, help="the account (ws-acme or acme)"),
+        click.option("--project", required=True, help="the project (PROJECT-x or x)"),
+        click.option("--description", default=None),
+        click.option("--method", type=click.Choice(["refer", "invite", "bye"]), default=None, help="default: refer"),
+        click.option("--route", default=None, help="E.164 number, +1…;ext=…, sip:/sips: URI or bare extension"),
+        click.option("--timeout", type=int, default=None, help="seconds to ring (5-600)"),
+        click.option("--utterance", default=None, help="said to the caller before the transfer"),
+        click.option("--reason", default=None, help="the default reason recorded for this destination"),
+        click.option("--sip-header", "sip_headers", multiple=True, metavar="X-NAME=VALUE",
+                     help="repeatable; values may hold $variables; replaces all headers when given"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _destination_body(sip_headers: tuple[str, ...], **fields) -> dict:
+    body = {name: value for name, value in fields.items() if value is not None}
+    if sip_headers:
+        pairs = [header.partition("=") for header in sip_headers]
+        malformed = [header for header, (_name, equals, _value) in zip(sip_headers, pairs) if not equals]
+        if malformed:
+            click.echo(f"--sip-header needs X-NAME=VALUE, not {malformed[0]!r}", err=True)
+            sys.exit(2)
+        body["sip_headers"] = {name.strip(): value for name, _equals, value in pairs}
+    return body
+
+
+@destinations.command("add")
+@click.argument("name")
+@_destination_options
+def add_destination(name: str, account: str, project: str, sip_headers: tuple[str, ...], **fields) -> None:
+    """Add a destination NAME to a project (stored in the database, as the API and console do)."""
+    project_config = _project(_config(None), account, project)
+    with _database() as session, _catalog_errors():
+        added = catalog.create(session, project_config, {"name": name, **_destination_body(sip_headers, **fields)})
+    click.echo(f"added {added.name} to {project_config.key}")
+
+
+@destinations.command("update")
+@click.argument("name")
+@click.option("--new-name", default=None, help="rename it")
+@_destination_options
+def update_destination(
+    name: str, new_name: str | None, account: str, project: str, sip_headers: tuple[str, ...], **fields
+) -> None:
+    """Change the given fields of the database destination NAME."""
+    project_config = _project(_config(None), account, project)
+    changes = _destination_body(sip_headers, name=new_name, **fields)
+    with _database() as session, _catalog_errors():
+        updated = catalog.update(session, project_config, name, changes)
+    click.echo(f"updated {updated.name} in {project_config.key}")
+
+
+@destinations.command("remove")
+@click.argument("name")
+@click.option("--account", required=True, help="the account (ws-acme or acme)")
+@click.option("--project", required=True, help="the project (PROJECT-x or x)")
+def remove_destination(name: str, account: str, project: str) -> None:
+    """Remove the database destination NAME (the config file's are changed in the file)."""
+    project_config = _project(_config(None), account, project)
+    with _database() as session, _catalog_errors():
+        catalog.delete(session, project_config, name)
+    click.echo(f"removed {name} from {project_config.key}")
+
+
+def _project(config: GatewayConfig, account: str | None, project: str | None) -> ProjectConfig:
+    if not (account and project):
+        click.echo("give both --account and --project", err=True)
+        sys.exit(2)
+    chosen = config.find_project(account, project)
+    if chosen is None:
+        click.echo(f"no project {account}/{project} in {config.path}", err=True)
+        sys.exit(1)
+    return chosen
+
+
+@contextmanager
+def _database() -> Iterator[Session]:
+    """A session on $GATEWAY_DATABASE_URL, its tables made if missing."""
+    engine = make_engine(_settings().database_url)
+    try:
+        init_db(engine)
+        with Session(engine) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _catalog_errors() -> Iterator[None]:
+    """A refused change exits 1 with the same code and sentence the API would answer."""
+    try:
+        yield
+    except catalog.CatalogError as error:
+        click.echo(f"{error.code}: {error.message}", err=True)
+        sys.exit(1)
 
 
 @main.command("simulate-call")

@@ -1,4 +1,4 @@
-"""The operator commands of `gateway`: hash-password, numbers, destinations and simulate-call."""
+"""The operator commands of `gateway`: hash-password, numbers, destinations (list, add, update, remove), simulate-call."""
 from __future__ import annotations
 
 import pytest
@@ -8,7 +8,7 @@ from werkzeug.security import check_password_hash
 from gateway import store
 from gateway.cli import main
 from tests.console_support import PASSWORD_HASH, post_form, serve, sign_in
-from tests.support import AUTH_TOKEN, twiml_root
+from tests.support import AUTH_TOKEN, CONFIG_KEY, twiml_root
 
 
 @pytest.fixture
@@ -80,6 +80,56 @@ def test_destinations_of_an_unknown_project(env):
     result = run(env, "destinations", "--account", "nobody", "--project", "x")
     assert result.exit_code == 1
     assert "no project nobody/x" in result.stderr
+
+
+def test_destinations_are_added_updated_and_removed_from_the_cli(env, make_app, config_path):
+    """SPEC §1: operators manage destinations through the API, the CLI and the console alike."""
+    project = ("--account", "acme", "--project", "frontdesk")
+    added = run(
+        env, "destinations", "add", "Escalations", *project, "--method", "invite",
+        "--route", "sip:escalations@pbx.acme.test", "--reason", "escalation",
+        "--sip-header", "X-Caller=$caller_id", "--sip-header", "X-Ticket=$ticket",
+    )
+    assert added.exit_code == 0, added.output
+    assert added.stdout.strip() == "added Escalations to ws-acme/PROJECT-frontdesk"
+
+    # The API reads back what the CLI stored.
+    client = make_app().test_client()
+    stored = client.get("/v1/acme/frontdesk/handoff_destinations/Escalations", headers={"x-api-key": CONFIG_KEY})
+    assert stored.status_code == 200
+    body = stored.get_json()
+    assert (body["method"], body["route"], body["reason"]) == ("invite", "sip:escalations@pbx.acme.test", "escalation")
+    assert body["sip_headers"] == {"X-Caller": "$caller_id", "X-Ticket": "$ticket"}
+
+    updated = run(env, "destinations", "update", "Escalations", *project, "--timeout", "40", "--new-name", "Escalation desk")
+    assert updated.exit_code == 0, updated.output
+    listed = run(env, "destinations", *project).stdout.splitlines()
+    assert "  Escalation desk  invite sip:escalations@pbx.acme.test  [database]" in listed
+    renamed = client.get("/v1/acme/frontdesk/handoff_destinations/Escalation desk", headers={"x-api-key": CONFIG_KEY})
+    assert (renamed.get_json()["timeout"], renamed.get_json()["reason"]) == (40, "escalation")
+
+    removed = run(env, "destinations", "remove", "Escalation desk", *project)
+    assert removed.exit_code == 0, removed.output
+    assert "Escalation desk" not in run(env, "destinations", *project).stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["add", "Front desk", "--route", "+14155550111"], "duplicate_destination: "),
+        (["add", "Nowhere", "--method", "invite"], "invalid_destination: "),
+        (["add", "Bad header", "--route", "+14155550111", "--sip-header", "Caller=1"], "invalid_destination: "),
+        (["add", "No equals", "--route", "+14155550111", "--sip-header", "X-Caller"], "--sip-header needs X-NAME=VALUE"),
+        (["update", "Front desk", "--timeout", "30"], "managed_by_config: "),
+        (["remove", "Nobody"], "destination_not_found: "),
+    ],
+)
+def test_a_refused_destination_change_says_why_and_changes_nothing(env, args, message):
+    before = run(env, "destinations").stdout
+    result = run(env, "destinations", *args, "--account", "acme", "--project", "frontdesk")
+    assert result.exit_code in (1, 2)
+    assert message in result.stderr
+    assert run(env, "destinations").stdout == before
 
 
 def test_simulate_call_prints_the_twiml_of_a_live_gateway(env, app, session):
