@@ -58,6 +58,8 @@ class TransferResult:
     attempt: int
     succeeded: bool
     detail: str
+    #: The action request says the caller's own call has ended (they hung up while it rang).
+    caller_gone: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,12 +94,13 @@ def context_of(conversation: Conversation) -> CallContext:
 
 def dial_result_from_twilio(form: dict, attempt: int) -> TransferResult:
     """Read a <Dial> or <Refer> action request; a REFER with no status or a non-2xx code failed."""
+    caller_gone = form.get("CallStatus") in FINAL_CALL_STATUSES
     if "DialCallStatus" in form:
         status = form.get("DialCallStatus", "")
         parts = [f"DialCallStatus={status}"]
         if form.get("DialSipResponseCode"):
             parts.append(f"SIP {form['DialSipResponseCode']}")
-        return TransferResult(attempt, status in DIAL_SUCCESS, " ".join(parts))
+        return TransferResult(attempt, status in DIAL_SUCCESS, " ".join(parts), caller_gone)
     status = form.get("ReferCallStatus")
     codes = [form.get("ReferSipResponseCode"), form.get("NotifySipResponseCode")]
     parts = [f"ReferCallStatus={status or 'absent'}"]
@@ -105,7 +108,7 @@ def dial_result_from_twilio(form: dict, attempt: int) -> TransferResult:
     succeeded = status in ("in-progress", "completed") and all(
         code is None or code == "" or code.startswith("2") for code in codes
     )
-    return TransferResult(attempt, succeeded, " ".join(parts))
+    return TransferResult(attempt, succeeded, " ".join(parts), caller_gone)
 
 
 def new_call(project: ProjectConfig, call: InboundCall, conversation_id: str | None = None) -> NewCall:
@@ -198,8 +201,10 @@ def record_transfer_result(
         recorded = handoff.transition(
             session, conversation, outcome, detail=result.detail, dedupe_key=f"result:{result.attempt}"
         )
-        # Callbacks can come out of order: once the call has ended, there is nobody to retry for.
-        if recorded and not result.succeeded and conversation.ended_at is None:
+        # Once the caller has hung up (this request says so, or a status callback that came
+        # first did), there is nobody to retry for.
+        caller_gone = result.caller_gone or conversation.ended_at is not None
+        if recorded and not result.succeeded and not caller_gone:
             _try_next_destination(session, conversation, route, project)
         if recorded:
             session.commit()

@@ -74,7 +74,7 @@ def record_transfer_result(
     project = route.project
     conversation = calls.new_call(project, call, conversation_id)
     following = None
-    if result.succeeded:
+    if result.succeeded or result.caller_gone:
         twiml = flow.renderer.hangup()
     else:
         name = calls.next_destination(project, route, result.attempt, None)

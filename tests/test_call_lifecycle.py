@@ -249,3 +249,15 @@ def test_a_failed_result_after_the_call_ended_tries_nobody_else(client, session)
     conversation = fresh(session, conversation)
     assert (conversation.state, conversation.attempts) == ("handoff_failed", 1)
     assert states(session, conversation) == [("handoff_initiated", "Front desk"), ("handoff_failed", "Front desk")]
+
+
+def test_a_caller_who_hangs_up_while_the_agent_rings_gets_no_second_attempt(client, session):
+    """The action request itself says the call is over (CallStatus=completed): nobody to retry for."""
+    first, conversation = start_call(client, session)
+    response = report(client, action_path(first), DialCallStatus="canceled", CallStatus="completed")
+
+    assert twiml_root(response.data).find("Dial") is None
+    conversation = fresh(session, conversation)
+    assert (conversation.state, conversation.attempts) == ("handoff_failed", 1)
+    report(client, "/voice/status", CallStatus="completed", CallDuration="30", SequenceNumber="3")
+    assert fresh(session, conversation).state == "handoff_failed"
