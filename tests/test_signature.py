@@ -137,3 +137,10 @@ def test_another_accounts_sid_is_refused(client, session):
     params = call_params(AccountSid="AC" + "9" * 32)
     assert post_signed(client, "/voice/call", params).status_code == 403
     assert stored_conversations(session) == []
+
+
+def test_a_custom_sip_header_named_like_a_sid_is_the_callers_own_value(client, session):
+    """SIP calls bring their X- headers as SipHeader_X-… fields; only Twilio's own SIDs are checked."""
+    params = call_params(**{"SipHeader_X-Session-Sid": "abc123", "SipHeader_X-Shared-Id": "crm-9"})
+    assert post_signed(client, "/voice/call", params).status_code == 200
+    assert [c.shared_id for c in stored_conversations(session)] == ["crm-9"]

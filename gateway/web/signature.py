@@ -69,6 +69,9 @@ def twilio_fields(*names: str):
     return decorate
 
 
+#: How Twilio passes a SIP call's custom X- headers: one form field each, named after the header.
+CUSTOM_SIP_HEADER = "SipHeader_"
+
 #: Every Twilio SID: two capital letters and 32 hex digits.
 _SID = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}$")
 
@@ -77,10 +80,11 @@ def _shifted_field(form) -> str | None:
     """Why a form with a valid signature is still not Twilio's, or None.
 
     A re-cut form (see `twilio_fields`) also shows as a SID with something glued to it, or an
-    AccountSid that is not ours.
+    AccountSid that is not ours. Custom SIP headers (`SipHeader_X-…`) are the caller's own
+    values, whatever their names end with.
     """
     for name, value in form.items(multi=True):
-        if name.endswith("Sid") and value and not _SID.match(value):
+        if name.endswith("Sid") and not name.startswith(CUSTOM_SIP_HEADER) and value and not _SID.match(value):
             return f"{name} is not a Twilio SID"
     account_sid = current_gateway().settings.twilio_account_sid
     if account_sid and form.get("AccountSid") != account_sid:
