@@ -9,14 +9,21 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gateway.safe_text import is_xml_legal
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 _E164_WITH_EXTENSION = re.compile(r"^(\+[1-9]\d{1,14});ext=(\d{1,10})$")
 _SIP_URI = re.compile(r"^sips?:[^\s<>\"?&]+$", re.IGNORECASE)
 _EXTENSION = re.compile(r"^\d{1,15}$")
-_HEADER_NAME = re.compile(r"^X-[A-Za-z0-9][A-Za-z0-9\-_.!%*+`'~]*$")
+#: Letters, digits, '-', '_' and '.': a SIP stack decodes a URI header's name, so '%0D%0A'
+#: in one would become a line break in the INVITE.
+_HEADER_NAME = re.compile(r"^X-[A-Za-z0-9][A-Za-z0-9\-_.]*$")
+#: A percent-encoded control character (%00-%1F, %7F): a SIP stack decodes it into the message.
+_ENCODED_CONTROL = re.compile(r"%(?:[01][0-9a-f]|7f)", re.IGNORECASE)
 
 #: Twilio refuses a SIP URI (headers included) of 255 characters or more ...
 MAX_SIP_URI_LENGTH = 254
@@ -39,10 +46,13 @@ _LINE_SEPARATORS = {"\u2028", "\u2029"}
 
 
 def has_control_character(value: str) -> bool:
-    """True when the value holds CR, LF or any other control character (header injection).
+    """True when the value holds CR, LF or any other control character (header injection),
+    or a character no TwiML document can carry.
 
     C0, DEL and C1 (U+0080-U+009F, NEL among them) are Unicode category Cc.
     """
+    if not is_xml_legal(value):
+        return True
     return any(unicodedata.category(ch) == "Cc" or ch in _LINE_SEPARATORS for ch in value)
 
 
@@ -73,6 +83,8 @@ def parse_route(route: str, *, method: Method, sip_domain: str | None) -> Route:
             return Route("sip", f"sip:{route}@{sip_domain}")
         return Route("number", route)
     if _SIP_URI.match(route):
+        if has_control_character(route) or _ENCODED_CONTROL.search(route):
+            raise ValueError("the SIP URI holds a control character (raw or percent-encoded); remove it")
         return Route("sip", route)
     if _EXTENSION.match(route):
         if not sip_domain:
@@ -148,8 +160,11 @@ def check_destination(destination: Destination, *, sip_domain: str | None) -> tu
 
 
 def configured_header_string(destination: Destination) -> str:
-    """The header part of the SIP URI with every $variable empty: the shortest it can get."""
-    parts = [f"{name}={_without_variables(value)}" for name, value in destination.sip_headers.items()]
+    """The header part of the SIP URI with every $variable empty: the shortest it can get.
+
+    Values are percent-encoded as `routing` sends them, so 'é' counts as the six characters it takes.
+    """
+    parts = [f"{name}={quote(_without_variables(value), safe='')}" for name, value in destination.sip_headers.items()]
     parts.append("X-Conversation-Id=" + "0" * CONVERSATION_ID_LENGTH)
     return "&".join(parts)
 

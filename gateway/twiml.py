@@ -1,4 +1,8 @@
-"""Render `templates_twiml/*.xml` into TwiML text. Jinja autoescaping does all XML escaping."""
+"""Render `templates_twiml/*.xml` into TwiML text. Jinja autoescaping does all XML escaping.
+
+Every value is also cleared of characters XML cannot carry (gateway/safe_text.py) as it goes
+in, whatever its source: a caller's SIP header, an API handoff's utterance, stored data.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,6 +11,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from gateway.routing import Transfer
+from gateway.safe_text import xml_legal
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates_twiml"
 
@@ -31,6 +36,10 @@ class Links:
         return f"{self.base_url}/voice/stream-ended?conversation_id={conversation_id}"
 
 
+def _xml_legal_value(value):
+    return xml_legal(value) if isinstance(value, str) else value
+
+
 class TwimlRenderer:
     """Templates are compiled once per app: the call path only fills them in."""
 
@@ -40,6 +49,7 @@ class TwimlRenderer:
             autoescape=select_autoescape(["xml"], default_for_string=True),
             undefined=StrictUndefined,
             auto_reload=False,
+            finalize=_xml_legal_value,
         )
         self._templates = {
             name.removesuffix(".xml"): self._env.get_template(name)

@@ -165,3 +165,18 @@ def test_malformed_json_is_400(client):
     response = client.post(f"{BASE}/handoff_destinations", data="{", headers={**KEY, "Content-Type": "application/json"})
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"name": "\\ud800", "route": "+14155550111"}',  # a lone surrogate: no UTF-8 can store it
+        '{"name": "x", "sip_headers": ' + '{"a": ' * 40 + "1" + "}" * 41,  # deeper than any real use
+        "[" * 100_000,  # deeper than the JSON parser itself goes
+    ],
+)
+def test_json_that_cannot_be_stored_is_400_not_500(client, raw):
+    response = client.post(f"{BASE}/handoff_destinations", data=raw, headers={**KEY, "Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_json"
+    assert client.get(f"{BASE}/handoff_destinations", headers=KEY).get_json()["items"][-1]["name"] != "\ud800"

@@ -344,3 +344,18 @@ def test_unknown_destination_is_404(operator):
     response = operator.get("/console/handoffs/edit/Nobody")
     assert response.status_code == 404
     assert "Not found" in text_of(response)
+
+
+@pytest.mark.parametrize(
+    "path", ["/console/conversations?topic=a%00b", "/console/conversations/abc%00", "/console/handoffs/edit/x%00y"]
+)
+def test_a_nul_character_anywhere_is_a_clear_400(operator, path):
+    response = operator.get(path)
+    assert response.status_code == 400
+    assert "NUL character" in text_of(response)
+
+
+def test_a_form_with_a_nul_character_is_a_clear_400_and_changes_nothing(operator, session):
+    response = post_form(operator, "/console/handoffs/new", {"name": "Sa\x00les", "method": "invite", "route": "+14155550111"})
+    assert response.status_code == 400
+    assert session.exec(select(StoredDestination)).all() == []

@@ -4,9 +4,13 @@ from __future__ import annotations
 import logging
 from urllib.parse import parse_qsl, urlsplit
 
-from gateway.destinations import Destination
+import pytest
+from pydantic import ValidationError
+
+from gateway.destinations import Destination, check_destination
 from gateway.routing import CallContext, fill_variables, plan_transfer
-from tests.support import call_params, post_signed, twiml_root
+from gateway.twiml import TwimlRenderer
+from tests.support import ASSISTANT_NUMBER, add_assistant_number, call_params, post_signed, twiml_root
 
 CONVERSATION_ID = "3f1c6a0e-8a4b-4c39-9d0b-1b2f3c4d5e6f"
 
@@ -99,3 +103,54 @@ def test_c1_controls_and_line_separators_are_refused_too(caplog):
         destination, context(data={"a": "x\u0085y", "b": "x\u2028y", "c": "café ☎"}), sip_domain=None
     )
     assert transfer.headers == (("X-C", "café ☎"), ("X-Conversation-Id", CONVERSATION_ID))
+
+
+# --- characters a TwiML document cannot carry, and what a SIP stack would decode ------------------
+
+#: What a form can bring (valid UTF-8), and what only JSON or stored data can (a lone surrogate).
+IN_A_FORM = ["\ufffe", "\uffff", "\x0b", "\x00"]
+NOT_IN_XML = [*IN_A_FORM, "\ud800"]
+
+
+@pytest.mark.parametrize("character", IN_A_FORM)
+def test_a_sip_callers_shared_id_never_breaks_the_twiml(client, config_path, make_app, character):
+    """A SIP trunk can send any header text; the caller must still get a document Twilio parses."""
+    add_assistant_number(config_path)
+    client = make_app().test_client()
+    shared = {"SipHeader_X-Shared-Id": f"crm-{character}-42"}
+    for number in (ASSISTANT_NUMBER, "+14155550195"):  # <Connect><Stream> parameters; a bye's <Parameter>s
+        response = post_signed(client, "/voice/call", call_params(call_sid="CA" + "5" * 31 + number[-1], to=number, **shared))
+        assert response.status_code == 200
+        twiml_root(response.data)  # parses
+
+
+@pytest.mark.parametrize("character", NOT_IN_XML)
+def test_data_that_cannot_travel_loses_its_header_not_the_destination(character, caplog):
+    destination = Destination(name="d", method="invite", route="sip:a@pbx.test", sip_headers={"X-A": "$a", "X-Ok": "ok"})
+    transfer = plan_transfer(destination, context(data={"a": f"x{character}y"}), sip_domain=None)
+    assert headers_in(transfer.sip_uri) == {"X-Ok": "ok", "X-Conversation-Id": CONVERSATION_ID}
+
+
+def test_a_spoken_utterance_or_reason_with_such_characters_still_renders():
+    renderer = TwimlRenderer()
+    twiml = renderer.apology("Hold on\x0b please\ufffe")
+    assert twiml_root(twiml).find("Say").text == "Hold on please"
+
+
+@pytest.mark.parametrize("name", ["X-A%0D%0AX-Injected%3A%20yes%0D%0AX-B", "X-A+B", "X-A!"])
+def test_header_names_a_sip_stack_would_decode_into_the_message_are_refused(name):
+    with pytest.raises(ValidationError):
+        Destination(name="d", method="invite", route="sip:agent@pbx.test", sip_headers={name: "1"})
+
+
+@pytest.mark.parametrize("route", ["sip:a%0D%0AX-Inj:%20y@pbx.test", "sip:a%7f@pbx.test", "sip:a\x01b@pbx.test"])
+def test_routes_with_control_characters_raw_or_encoded_are_refused(route):
+    problem = check_destination(Destination(name="d", method="invite", route=route), sip_domain=None)
+    assert problem is not None and problem[0] == "route"
+
+
+def test_the_config_check_counts_header_values_as_they_are_sent_percent_encoded():
+    """SPEC §4: a destination that cannot fit is refused when checked, not trimmed on every call."""
+    fits_raw_only = Destination(name="d", method="invite", route="sip:a@h.test", sip_headers={"X-Note": "é" * 60})
+    problem = check_destination(fits_raw_only, sip_domain=None)
+    assert problem is not None and problem[0] == "sip_headers"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
-import logging
 import math
 import secrets
 import uuid
@@ -43,8 +42,6 @@ from gateway.destinations import METHOD_HELP
 from gateway.handoff import LIFECYCLE_STATES
 from gateway.web import current_gateway, db
 from gateway.web.signature import public_base_url
-
-log = logging.getLogger(__name__)
 
 CONSOLE_PATH = "/console"
 
@@ -106,13 +103,17 @@ def _password_hash() -> str | None:
     return configured
 
 
+def _holds_nul() -> bool:
+    sent = [*request.args.items(multi=True), *request.form.items(multi=True)]
+    return "\x00" in request.path or any("\x00" in value for _name, value in sent)
+
+
 @lru_cache(maxsize=4)
 def _is_werkzeug_hash(value: str) -> bool:
     """Whether werkzeug can check passwords against `value`; asked once per value (hashing is slow)."""
     try:
         check_password_hash(value, "")
-    except ValueError as error:
-        log.error("GATEWAY_CONSOLE_PASSWORD_HASH is not a werkzeug hash (%s); the console stays off", error)
+    except ValueError:
         return False
     return "$" in value
 
@@ -138,6 +139,10 @@ def _guard():
                 "GATEWAY_CONSOLE_PASSWORD_HASH is not a werkzeug password hash; console disabled"
             )
         return Response(DISABLED_MESSAGE, 503, mimetype="text/plain")
+    if _holds_nul():  # no database stores it; PostgreSQL would fail the query
+        return render_template(
+            "console/error.html", title="Bad request", message="The address or the form holds a NUL character (%00); remove it."
+        ), 400
     if request.method == "POST":
         sent = request.form.get("csrf_token", "")
         expected = session.get("csrf_token", "")

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
 from gateway import calls, failopen, store
+from gateway.safe_text import xml_legal
 from gateway.twiml import NO_AGENT_APOLOGY, UNKNOWN_NUMBER_APOLOGY
 from gateway.web import current_gateway, db
 from gateway.web.callbacks import call_flow
@@ -64,12 +65,14 @@ def _discard_session(error: Exception) -> None:
 
 
 def _inbound_call() -> calls.InboundCall:
+    """The call as we keep it: what a caller's SIP trunk put in From or a header is theirs to
+    choose, so characters no database or TwiML can carry are dropped here."""
     form = request.form
     return calls.InboundCall(
         call_sid=form.get("CallSid", ""),
-        from_number=form.get("From"),
-        to_number=calls.called_number(form.get("To", "")),
-        shared_id=form.get("SipHeader_X-Shared-Id") or None,
+        from_number=xml_legal(form.get("From", "")) or None,
+        to_number=calls.called_number(xml_legal(form.get("To", ""))),
+        shared_id=xml_legal(form.get("SipHeader_X-Shared-Id", "")) or None,
     )
 
 

@@ -1,0 +1,19 @@
+"""Characters XML 1.0 cannot carry, removed from text that came from outside.
+
+Twilio refuses a TwiML document holding one (error 12100, and the caller is dropped): NUL and
+the other C0 controls but tab, CR and LF, lone UTF-16 surrogates, U+FFFE and U+FFFF. The same
+characters are what PostgreSQL (NUL) and UTF-8 (surrogates) cannot store either.
+"""
+from __future__ import annotations
+
+import re
+
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_legal(text: str) -> str:
+    return _NOT_XML_CHAR.sub("", text)
+
+
+def is_xml_legal(text: str) -> bool:
+    return _NOT_XML_CHAR.search(text) is None
