@@ -223,6 +223,12 @@ def choose_sender(project: ProjectConfig, from_number: str | None) -> NumberConf
     return next((n for n in project.numbers if _may_send(n)), project.numbers[0])
 
 
+def reaches_us_carriers(recipient: str) -> bool:
+    """A2P 10DLC governs texts to US numbers only. Canada shares +1 and no prefix tells it
+    apart, so a +1 recipient is always checked: the check errs on the side of refusing."""
+    return recipient.startswith("+1")
+
+
 def _may_send(number: NumberConfig) -> bool:
     """Can send as far as the config tells; the first number's refusal explains the rest."""
     if classify(number.number) is not NumberKind.US_LONG_CODE:
@@ -265,7 +271,8 @@ def send_sms(
                 "recipient_opted_out",
                 f"{to} texted STOP to this project, so nothing was sent; they must text START to receive texts again.",
             )
-        check_a2p_10dlc(sender, outbox.client, outbox.campaigns)
+        if reaches_us_carriers(to):
+            check_a2p_10dlc(sender, outbox.client, outbox.campaigns)
     except SendError as refusal:
         if refusal.status == 422:  # refused by a rule, not broken: operators watch this count
             metrics.sms_refused(refusal.code)

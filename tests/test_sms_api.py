@@ -258,3 +258,11 @@ def test_message_of_another_project_is_404(client, twilio_api):
     sid = send(client, {"to": CUSTOMER, "body": "hi"}).get_json()["sid"]
     response = client.get(f"/v1/ws-initech/PROJECT-bot/messages/{sid}", headers={"x-api-key": BOT_KEY})
     assert refusal(response) == (404, "message_not_found")
+
+
+def test_a_text_to_a_number_outside_plus_one_needs_no_10dlc_registration(client, twilio_api):
+    """TWILIO.md: A2P 10DLC covers US long codes texting US recipients."""
+    accept_messages(twilio_api)
+    response = send(client, {"to": "+447700900123", "body": "hi", "from": "+14155550398"})  # unregistered sender
+    assert response.status_code == 201, response.text
+    assert sent(twilio_api)[0]["To"] == "+447700900123"

@@ -353,3 +353,25 @@ def test_other_project_cannot_read_the_thread_transcript(client, session, twilio
         f"/v1/ws-initech/PROJECT-bot/conversations/{thread.id}/transcript", headers={"x-api-key": BOT_KEY}
     )
     assert theirs.status_code == 404
+
+
+# --- the database down -------------------------------------------------------------------------
+
+
+def test_with_the_database_down_sms_webhooks_still_answer_twilio(make_app, tmp_path, caplog):
+    """Twilio does not retry a failed SMS webhook: it gets TwiML and 204, and the log says what was lost."""
+    app = make_app(database_url=f"sqlite:///{tmp_path / 'not-mounted' / 'gateway.db'}")
+    client = app.test_client()
+
+    inbound = post_signed(client, "/sms/inbound", inbound_params("STOP"))
+    assert (inbound.status_code, inbound.mimetype) == (200, "text/xml")
+    assert same_twiml(inbound.data, MessagingResponse())
+    status = post_signed(client, "/sms/status", status_params("SM" + "4" * 32, "delivered"))
+    assert status.status_code == 204
+    assert "was not handled" in caplog.text and "was not recorded" in caplog.text
+
+
+def test_characters_no_database_can_keep_are_dropped_from_a_text(client, session, twilio_api):
+    text_in(client, "hel\x00lo\ufffe there")
+    session.expire_all()
+    assert [m.text for m in session.exec(select(ChatMessage)) if m.role == "customer"] == ["hello there"]

@@ -5,7 +5,8 @@ import logging
 
 from flask import Blueprint, Response, request
 
-from gateway import message_store, messaging
+from gateway import failopen, message_store, messaging
+from gateway.safe_text import xml_legal
 from gateway.web import current_gateway, db
 from gateway.web.outbox import outbox
 from gateway.web.signature import twilio_signed
@@ -32,8 +33,15 @@ def inbound() -> Response:
     if not sid or not form.get("From"):
         log.warning("SMS webhook for %s without MessageSid or From; answering nothing", to_number)
         return twiml([])
-    sms = messaging.InboundSms(sid=sid, from_number=form["From"], to_number=to_number, body=form.get("Body", ""))
-    return twiml(messaging.handle_inbound(db(), outbox(), route, sms).replies)
+    # Text is the sender's to choose: what no database or TwiML can carry is dropped.
+    sms = messaging.InboundSms(
+        sid=sid, from_number=xml_legal(form["From"]), to_number=to_number, body=xml_legal(form.get("Body", ""))
+    )
+    try:
+        return twiml(messaging.handle_inbound(db(), outbox(), route, sms).replies)
+    except failopen.DATABASE_ERRORS as error:
+        _database_unavailable(error, f"SMS {sid} from {sms.from_number} was not handled")
+        return twiml([])
 
 
 @bp.post("/status")
@@ -47,6 +55,22 @@ def status() -> Response:
         return Response(status=204)
     code = form.get("ErrorCode", "")
     error_code = int(code) if code.isdigit() else None
-    if message_store.record_status(db(), sid=sid, status=state.lower(), error_code=error_code) is None:
-        log.info("status %s for SMS %s, which we have not stored (yet); kept for when it is", state, sid)
+    try:
+        if message_store.record_status(db(), sid=sid, status=state.lower(), error_code=error_code) is None:
+            log.info("status %s for SMS %s, which we have not stored (yet); kept for when it is", state, sid)
+    except failopen.DATABASE_ERRORS as error:
+        _database_unavailable(error, f"status {state} (error {code or 'none'}) of SMS {sid} was not recorded")
     return Response(status=204)
+
+
+def _database_unavailable(error: Exception, lost: str) -> None:
+    """Answer Twilio anyway: it does not retry a failed SMS webhook, so a 500 would save nothing.
+
+    A STOP lost this way still holds: Twilio keeps its own opt-out list, and a later send to
+    that number fails with 21610, which records the opt-out here.
+    """
+    log.error("database unavailable (%s: %s): %s", type(error).__name__, error, lost)
+    try:
+        db().rollback()
+    except failopen.DATABASE_ERRORS:
+        pass  # the connection is already gone; teardown closes the session
