@@ -1,7 +1,7 @@
 """GET /conversations (filters, cursor paging), GET /conversations/{id}, /handoff_destinations CRUD."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import pytest
 
@@ -64,6 +64,9 @@ def test_filters_narrow_the_list(client, five_conversations):
     since = store.as_utc(rows[3].started_at).isoformat().replace("+00:00", "Z")
     assert ids(since=since) == {rows[3].id, rows[4].id}
     assert ids(until=since) == {rows[0].id, rows[1].id, rows[2].id}
+    # The same moment written with another offset finds the same rows (SQLite compares text).
+    same_moment = store.as_utc(rows[3].started_at).astimezone(timezone(timedelta(hours=5))).isoformat()
+    assert ids(since=same_moment) == {rows[3].id, rows[4].id}
 
 
 def test_an_item_has_the_documented_fields(client, five_conversations):
@@ -71,7 +74,17 @@ def test_an_item_has_the_documented_fields(client, five_conversations):
     assert set(item) >= {"id", "shared_id", "channel", "call_sid", "from", "to", "state", "topic", "started_at"}
 
 
-@pytest.mark.parametrize("params,code", [({"limit": 0}, "invalid_parameter"), ({"since": "yesterday"}, "invalid_parameter"), ({"cursor": "!!"}, "invalid_cursor")])
+@pytest.mark.parametrize(
+    "params,code",
+    [
+        ({"limit": 0}, "invalid_parameter"),
+        ({"limit": "²"}, "invalid_parameter"),  # a digit to str.isdigit, not to int()
+        ({"limit": "٣"}, "invalid_parameter"),
+        ({"since": "yesterday"}, "invalid_parameter"),
+        ({"since": "0001-01-01T00:00:00+05:00"}, "invalid_parameter"),  # before year 1 in UTC
+        ({"cursor": "!!"}, "invalid_cursor"),
+    ],
+)
 def test_bad_list_parameters_are_400(client, params, code):
     response = get(client, "/conversations", **params)
     assert response.status_code == 400

@@ -76,15 +76,19 @@ def _timestamp_arg(name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return _in_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved past the calendar's end by its offset
         raise ApiError(400, "invalid_parameter", f"{name} must be an ISO 8601 time such as 2026-11-23T16:00:00Z.") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _in_utc(moment: datetime) -> datetime:
+    """Times are stored in UTC, and SQLite compares them as text: an offset must become UTC first."""
+    return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def _limit_arg() -> int:
     value = request.args.get("limit", str(DEFAULT_PAGE))
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
         raise ApiError(400, "invalid_parameter", f"limit must be a whole number from 1 to {MAX_PAGE}.")
     return int(value)
 
@@ -100,8 +104,8 @@ def _cursor_arg() -> tuple[datetime, str] | None:
         return None
     try:
         started_at, conversation_id = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-        return datetime.fromisoformat(started_at), str(conversation_id)
-    except (ValueError, TypeError, binascii.Error):
+        return _in_utc(datetime.fromisoformat(started_at)), str(conversation_id)
+    except (ValueError, TypeError, OverflowError, binascii.Error):
         raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out; start again without it.") from None
 
 
