@@ -32,6 +32,14 @@ log = logging.getLogger(__name__)
 
 #: Any failure of the database makes a voice webhook fail open rather than answer 500.
 DATABASE_ERRORS = (DBAPIError, PoolTimeoutError)
+
+
+class ReplayBusy(Exception):
+    """Another process is still writing the spool to the database: what it holds is not there yet."""
+
+
+#: A voice webhook fails open on these: the database is down, or does not hold what was spooled yet.
+FAIL_OPEN_ERRORS = (*DATABASE_ERRORS, ReplayBusy)
 #: The failures that mean "unavailable, try again later" to the replay (others are permanent).
 UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError)
 

@@ -110,7 +110,13 @@ class Spool:
     def _write_line(self, path: Path, record: dict) -> None:
         line = (json.dumps(record, separators=(",", ":"), sort_keys=True) + "\n").encode()
         self.create()
-        with self._lock(), open(path, "ab") as handle:
+        with self._lock(), open(path, "a+b") as handle:
+            # A crash mid-write leaves a torn last line; end it, so this record is a line of its
+            # own (the torn one is then set aside as unreadable) rather than glued onto it.
+            if handle.seek(0, os.SEEK_END) > 0:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    line = b"\n" + line
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())

@@ -2,6 +2,7 @@
 config's TwiML; the spool keeps what could not be stored and writes it once the database is back."""
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import uuid
@@ -17,7 +18,9 @@ from twilio.twiml.voice_response import Dial, VoiceResponse
 from gateway import failopen, store
 from gateway.cli import main
 from gateway.models import Conversation, HandoffEvent
+from gateway.spool import RecordRejected, Spool
 from gateway.twiml import NO_AGENT_APOLOGY
+from gateway.web import voice
 from tests.forwarder import Forwarder
 from tests.support import (
     ACCOUNT_SID,
@@ -347,3 +350,51 @@ def test_the_gateway_starts_while_the_database_is_down_and_makes_its_tables_once
         engine.dispose()
     finally:
         cleanup()
+
+
+def test_a_record_torn_by_a_crash_mid_append_does_not_take_the_next_one_with_it(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    spool.append({"n": 1})
+    with spool.path.open("ab") as handle:
+        handle.write(b'{"n": 2, "to')  # the process died here
+    spool.append({"n": 3})
+
+    applied = []
+
+    def apply(record: dict) -> None:
+        if "n" not in record:
+            raise RecordRejected("not a record")
+        applied.append(record["n"])
+
+    spool.replay(apply, stop_on=())
+    assert applied == [1, 3]
+    rejected = [json.loads(line) for line in (spool.directory / "rejected.jsonl").read_text().splitlines()]
+    assert [record["line"] for record in rejected] == ['{"n": 2, "to\n']
+
+
+def test_while_another_worker_replays_the_spool_webhooks_fail_open_rather_than_run_ahead(
+    database_url, make_app, session, monkeypatch
+):
+    """What the spool holds is not in the database yet: answering from it would miss the spooled call."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("locks a SQLite file; the replay lock is the same on PostgreSQL")
+    monkeypatch.setattr(voice, "REPLAY_WAIT_SECONDS", 0.05)
+    app = make_app(database_busy_timeout=0.05)
+    client = app.test_client()
+    spool = app.extensions["gateway"].spool
+    with sqlite_locked(database_url):
+        response_b = call(client, CALL_B)  # spooled
+    conversation_b = conversation_id_in(response_b)
+
+    with open(spool.directory / "replay.lock", "a") as other_worker:
+        fcntl.flock(other_worker, fcntl.LOCK_EX)
+        during = dial_result(client, CALL_B, conversation_b, 1, "busy")
+        assert same_twiml(during.data, billing_twiml(conversation_b, 2))  # the config's chain, not an apology
+        fcntl.flock(other_worker, fcntl.LOCK_UN)
+    assert [record["kind"] for record in spool.records()] == ["call", "dial_result"]
+
+    call(client, CALL_C)  # the lock is free: the replay runs first
+    session.expire_all()
+    stored_b = store.conversation_by_call_sid(session, CALL_B)
+    assert (stored_b.id, stored_b.attempts, stored_b.destination) == (conversation_b, 2, "Billing")
+    assert not spool.pending()

@@ -53,11 +53,13 @@ def _replay_spool() -> None:
     gateway = current_gateway()
     if gateway.spool.pending():
         gateway.ensure_schema()
-        failopen.replay(gateway.spool, gateway.engine, config=gateway.config, wait_seconds=REPLAY_WAIT_SECONDS)
+        replayed = failopen.replay(gateway.spool, gateway.engine, config=gateway.config, wait_seconds=REPLAY_WAIT_SECONDS)
+        if replayed is None:  # another worker's replay outlasted the wait: answer from the config
+            raise failopen.ReplayBusy("another process is still replaying the spool")
 
 
 def _discard_session(error: Exception) -> None:
-    log.error("database unavailable (%s: %s); failing open on %s", type(error).__name__, error, request.path)
+    log.error("database unavailable or behind (%s: %s); failing open on %s", type(error).__name__, error, request.path)
     try:
         db().rollback()
     except failopen.DATABASE_ERRORS:
@@ -89,7 +91,7 @@ def call() -> Response:
     try:
         _replay_spool()
         return twiml_response(calls.answer_call(db(), route, inbound, call_flow()))
-    except failopen.DATABASE_ERRORS as error:
+    except failopen.FAIL_OPEN_ERRORS as error:
         _discard_session(error)
         return _call_without_database()
 
@@ -110,7 +112,7 @@ def dial_status() -> Response:
         return twiml_response(
             calls.record_transfer_result(db(), conversation.id, route, project, result, call_flow())
         )
-    except failopen.DATABASE_ERRORS as error:
+    except failopen.FAIL_OPEN_ERRORS as error:
         _discard_session(error)
         return _dial_result_without_database()
 
@@ -149,7 +151,7 @@ def stream_ended() -> Response:
         if conversation is None:
             return _apology()
         return twiml_response(calls.stream_ended(db(), conversation, project, call_flow()))
-    except failopen.DATABASE_ERRORS as error:
+    except failopen.FAIL_OPEN_ERRORS as error:
         _discard_session(error)
         return _stream_ended_without_database()
 
@@ -183,7 +185,7 @@ def status() -> Response:
         else:
             project = current_gateway().config.project_by_key(conversation.project_key)
             calls.record_call_status(db(), conversation, update, project)
-    except failopen.DATABASE_ERRORS as error:
+    except failopen.FAIL_OPEN_ERRORS as error:
         _discard_session(error)
         failopen.record_call_status(current_gateway().spool, form["CallSid"], update)
     return Response(status=204)
@@ -230,6 +232,6 @@ def _unexpected_error(error: Exception):
     return _plain_answer()
 
 
-for _error in failopen.DATABASE_ERRORS:
+for _error in failopen.FAIL_OPEN_ERRORS:
     bp.register_error_handler(_error, _database_unavailable)
 bp.register_error_handler(Exception, _unexpected_error)
