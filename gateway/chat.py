@@ -133,18 +133,22 @@ def _hand_off(session: Session, project: ProjectConfig, conversation: Conversati
     if wanted.data:
         conversation.data = {**(conversation.data or {}), **wanted.data}
     try:
-        handoff.initiate(
+        # The dedupe key makes a concurrent turn's handoff insert nothing (SQLite locks no row).
+        started = handoff.initiate(
             session,
             conversation,
             destination=destination.name,
             reason=wanted.reason or destination.reason or "handoff_requested",
             utterance=utterance,
+            dedupe_key=f"attempt:{conversation.attempts + 1}",
         )
     except handoff.TransitionError:  # a concurrent turn handed off first
+        started = False
+    if not started:
         session.rollback()
         session.refresh(conversation)
         check_open(conversation)
-        raise
+        raise ChatError(409, "conversation_handed_off", f"Conversation {conversation.id} was handed off just now.")
     if wanted.topic:
         handoff.set_topic(session, conversation, wanted.topic)
     end_on_handoff(conversation)

@@ -82,13 +82,19 @@ def request_handoff(
     if request.topic:
         handoff.set_topic(session, conversation, request.topic)
     utterance = request.utterance if request.utterance is not None else entry.destination.utterance
-    handoff.initiate(
+    # The attempt's dedupe key makes a racing handoff (another API call, a dial result's retry,
+    # the assistant's stream ending) insert nothing: SQLite has no row lock to serialise them.
+    started = handoff.initiate(
         session,
         conversation,
         destination=entry.destination.name,
         reason=request.reason or entry.destination.reason,
         utterance=utterance,
+        dedupe_key=f"attempt:{conversation.attempts + 1}",
     )
+    if not started:
+        session.rollback()
+        raise HandoffRefused(409, "handoff_in_progress", "Another handoff of this conversation started just now.")
     chat.end_on_handoff(conversation)
     session.commit()
     if conversation.channel == "voice":
@@ -99,8 +105,9 @@ def request_handoff(
 def _redirect_live_call(
     session: Session, project: ProjectConfig, conversation: Conversation, twilio: Client | None, flow: calls.CallFlow
 ) -> None:
+    attempt = conversation.attempts
     if twilio is None:
-        _fail(session, conversation, "Twilio credentials are not configured")
+        _fail(session, conversation, attempt, "Twilio credentials are not configured")
         raise HandoffRefused(
             503, "twilio_not_configured", "Set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN to move live calls."
         )
@@ -108,14 +115,14 @@ def _redirect_live_call(
     try:
         twilio.calls(conversation.call_sid).update(twiml=twiml)
     except TwilioRestException as error:
-        _fail(session, conversation, f"Twilio refused the redirect: {error.code} {error.msg}")
+        _fail(session, conversation, attempt, f"Twilio refused the redirect: {error.code} {error.msg}")
         raise HandoffRefused(
             502,
             "twilio_error",
             f"Twilio refused to redirect the call (error {error.code}: {error.msg}); the caller stays where they were.",
         ) from None
     except RequestException as error:
-        _fail(session, conversation, f"Twilio did not answer: {type(error).__name__}")
+        _fail(session, conversation, attempt, f"Twilio did not answer: {type(error).__name__}")
         raise HandoffRefused(
             502,
             "twilio_unreachable",
@@ -123,7 +130,21 @@ def _redirect_live_call(
         ) from None
 
 
-def _fail(session: Session, conversation: Conversation, detail: str) -> None:
+def _fail(session: Session, conversation: Conversation, attempt: int, detail: str) -> None:
+    """Record the API's attempt as failed, unless a callback moved the call on meanwhile.
+
+    A redirect that timed out may still have been applied: its <Dial> result can arrive (and
+    start the next attempt, or complete) before Twilio's answer to us gives up. That attempt's
+    outcome is then Twilio's word, not ours.
+    """
+    current = store.conversation_for_update(session, conversation.id)
+    if current is None or current.attempts != attempt or current.state != handoff.INITIATED:
+        log.warning(
+            "conversation %s: redirect for attempt %s failed (%s), but the call has moved on; not recorded",
+            conversation.id, attempt, detail,
+        )
+        session.rollback()
+        return
     log.warning("conversation %s: handoff failed: %s", conversation.id, detail)
-    handoff.transition(session, conversation, handoff.FAILED, detail=detail)
+    handoff.transition(session, current, handoff.FAILED, detail=detail, dedupe_key=f"result:{attempt}")
     session.commit()

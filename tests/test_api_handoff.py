@@ -1,6 +1,8 @@
 """POST /conversations/{id}/handoff: context stored, live call redirected through Twilio's REST API."""
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs
 
 import pytest
@@ -162,3 +164,35 @@ def test_an_ended_call_cannot_be_handed_off(client, live_call):
     response = hand_off(client, live_call.id, {})
     assert response.status_code == 409
     assert response.get_json()["error"]["code"] == "call_ended"
+
+
+@responses.activate
+def test_two_racing_api_handoffs_start_one_attempt(client, live_call):
+    twilio_call_update()
+    start = threading.Barrier(2)
+
+    def hand_off_now(_n):
+        start.wait()
+        return hand_off(client.application.test_client(), live_call.id, {})
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = sorted(response.status_code for response in pool.map(hand_off_now, range(2)))
+    assert statuses == [202, 409]
+    state = client.get(f"{BASE}/handoff_state", query_string={"id": live_call.id}, headers={"x-api-key": CONFIG_KEY})
+    assert [step["state"] for step in state.get_json()["handoff"]["history"]] == ["handoff_initiated"]
+
+
+@responses.activate
+def test_a_redirect_that_times_out_after_it_took_effect_leaves_twilios_result_alone(client, live_call):
+    """The redirect can apply, and its <Dial> can complete, before Twilio's answer to us times out."""
+    def applied_then_timed_out(request):
+        action = f"/voice/dial-status?conversation_id={live_call.id}&attempt=1"
+        result = {"CallSid": CALL_SID, "AccountSid": ACCOUNT_SID, "DialCallStatus": "completed"}
+        assert post_signed(client.application.test_client(), action, result).status_code == 200
+        raise requests.exceptions.ReadTimeout("slow")
+
+    responses.add_callback(responses.POST, TWILIO_CALL_URL, callback=applied_then_timed_out)
+    response = hand_off(client, live_call.id, {})
+    assert (response.status_code, response.get_json()["error"]["code"]) == (502, "twilio_unreachable")
+    state = client.get(f"{BASE}/handoff_state", query_string={"id": live_call.id}, headers={"x-api-key": CONFIG_KEY})
+    assert [step["state"] for step in state.get_json()["handoff"]["history"]] == ["handoff_initiated", "handoff_completed"]

@@ -1,6 +1,9 @@
 """POST /chat/create, /chat/respond, /chat/close (SPEC §5): keywords, the assistant webhook, handoff."""
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import requests
 import responses
@@ -283,3 +286,22 @@ def test_a_call_is_not_a_chat(client, twilio_api, session):
     assert error_of(response) == (409, "not_a_chat")
     closing = post(client, "/chat/close", {"conversation_id": call.id}, key=CONFIG_KEY, project="/v1/acme/frontdesk")
     assert error_of(closing) == (409, "not_a_chat")
+
+
+def test_turns_racing_to_hand_off_hand_off_once(app, twilio_api):
+    """SQLite locks no row: the attempt's dedupe key is what lets only one racing turn through."""
+    conversation_id = create(app.test_client())
+    start = threading.Barrier(3)
+
+    def turn(_n):
+        client = app.test_client()
+        start.wait()
+        return respond(client, conversation_id, "agent please")
+
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(turn, range(3)))
+    handed_off = [a for a in answers if a.status_code == 200]
+    assert len(handed_off) == 1 and handed_off[0].get_json()["end_conversation"] is True
+    assert sorted(error_of(a) for a in answers if a.status_code != 200) == [(409, "conversation_handed_off")] * 2
+    history = handoff_state(app.test_client(), conversation_id)["handoff"]["history"]
+    assert [step["state"] for step in history] == ["handoff_initiated"]
