@@ -273,7 +273,9 @@ def _apply_dial_result(session: Session, record: dict, at: datetime) -> None:
             session,
             conversation,
             destination=following["destination"],
-            reason=following["reason"],
+            # As the normal path: the handoff keeps its reason (one an API handoff gave included);
+            # the config's, spooled without the database, only fills in a missing one.
+            reason=conversation.reason or following["reason"],
             utterance=following["utterance"],
             dedupe_key=f"attempt:{attempt + 1}",
             at=at,

@@ -398,3 +398,24 @@ def test_while_another_worker_replays_the_spool_webhooks_fail_open_rather_than_r
     stored_b = store.conversation_by_call_sid(session, CALL_B)
     assert (stored_b.id, stored_b.attempts, stored_b.destination) == (conversation_b, 2, "Billing")
     assert not spool.pending()
+
+
+def test_a_replayed_retry_keeps_the_reason_the_handoff_started_with(database_url, make_app, session):
+    """As on the normal path: the config's reason, spooled without the database, fills in only a missing one."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("locks a SQLite file; the stopped-server test covers PostgreSQL")
+    app = make_app(database_busy_timeout=0.05)
+    client = app.test_client()
+    call(client, CALL_A)
+    conversation = store.conversation_by_call_sid(session, CALL_A)
+    conversation.reason = "vip_refund"  # as an API handoff would have set it
+    session.add(conversation)
+    session.commit()
+
+    with sqlite_locked(database_url):
+        dial_result(client, CALL_A, conversation.id, 1, "busy")  # spooled, with the next attempt to Billing
+    call(client, CALL_C)  # replays the spool first
+
+    session.expire_all()
+    stored = store.find_by_id(session, conversation.id)
+    assert (stored.destination, stored.attempts, stored.reason) == ("Billing", 2, "vip_refund")
