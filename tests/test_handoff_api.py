@@ -93,6 +93,8 @@ def test_a_key_of_another_project_is_403(client, call):
 
 def test_unknown_project_and_conversation_are_404(client, call):
     assert api_get(client, "/v1/ws-nobody/PROJECT-x/handoff_state", id=call.id).status_code == 404
+    # Without a real key, an unknown project looks like a real one: 401, so names can't be probed.
+    assert api_get(client, "/v1/ws-nobody/PROJECT-x/handoff_state", key="nope", id=call.id).status_code == 401
     response = api_get(client, PATH, id="not-a-conversation")
     assert response.status_code == 404
     assert "message" in response.get_json()["error"]

@@ -18,18 +18,19 @@ bp.register_error_handler(ApiError, handle_api_error)
 
 @bp.url_value_preprocessor
 def _resolve_project(_endpoint, values):
-    """Authenticate first (401/403), then find the project named by either id form (404)."""
+    """Authenticate first (401), then find the project named by either id form (404), then the
+    key's scope (403): without a real key, nothing tells which projects exist."""
     account_id, project_id = values.pop("account_id"), values.pop("project_id")
     key = request.headers.get("x-api-key", "")
     if not key:
         raise ApiError(401, "missing_api_key", "Send your API key in the x-api-key header.")
     config = current_gateway().config
     project = config.find_project(account_id, project_id)
-    if project is None:
-        raise ApiError(404, "project_not_found", f"No project {account_id}/{project_id} is configured.")
     verdict = check_key(db(), config, project, key)
     if verdict is KeyCheck.UNKNOWN:
         raise ApiError(401, "invalid_api_key", "This API key is not known; create one with `gateway api-key create`.")
+    if project is None:
+        raise ApiError(404, "project_not_found", f"No project {account_id}/{project_id} is configured.")
     if verdict is KeyCheck.OTHER_PROJECT:
         raise ApiError(403, "forbidden", f"This API key belongs to another project, not {project.key}.")
     g.project = project
