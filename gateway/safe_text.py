@@ -11,9 +11,17 @@ import re
 _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
+_UNSTORABLE_CHAR = re.compile("[\x00\ud800-\udfff]")
+
+
 def xml_legal(text: str) -> str:
     return _NOT_XML_CHAR.sub("", text)
 
 
 def is_xml_legal(text: str) -> bool:
     return _NOT_XML_CHAR.search(text) is None
+
+
+def is_storable(text: str) -> bool:
+    """No NUL (PostgreSQL text can't hold it) and no lone surrogate (UTF-8 can't encode it)."""
+    return _UNSTORABLE_CHAR.search(text) is None

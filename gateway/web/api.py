@@ -1,14 +1,13 @@
 """The HTTP API for assistants and integrators: /v1/{account_id}/{project_id}/... (SPEC §5)."""
 from __future__ import annotations
 
-import re
-
 from flask import Blueprint, current_app, g, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from gateway import openapi, presenters, store
 from gateway.apikeys import KeyCheck, check_key
+from gateway.safe_text import is_storable
 from gateway.web import current_gateway, db
 from gateway.web.errors import ApiError, handle_api_error, handle_http_error
 
@@ -35,39 +34,30 @@ def _resolve_project(_endpoint, values):
         raise ApiError(403, "forbidden", f"This API key belongs to another project, not {project.key}.")
     g.project = project
     for name, value in [*values.items(), *request.args.items(multi=True)]:
-        if _has_unstorable_text(value):
+        if not is_storable(value):
             raise ApiError(400, "invalid_parameter", f"{name} holds a NUL character; remove it.")
 
 
-def _has_unstorable_text(value: object) -> bool:
-    """Whether any string in `value` holds NUL (PostgreSQL text can't) or a lone surrogate (UTF-8
-    can't): refused at the edge on every backend alike. A walk, not recursion: JSON nests deep."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item or _LONE_SURROGATE.search(item):
-                return True
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return False
+def _json_problem(value: object) -> str | None:
+    """Why a JSON value can't be stored, or None: too deep, or text with NUL or a lone surrogate.
 
-
-def _depth(value: object) -> int:
-    """How deep objects and arrays nest in `value` (a walk, like `_has_unstorable_text`)."""
-    deepest, pending = 0, [(value, 0)]
+    Refused at the edge on every backend alike. One walk, not recursion: JSON nests deep.
+    """
+    pending = [(value, 0)]
     while pending:
         item, depth = pending.pop()
-        deepest = max(deepest, depth)
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        pending.extend((child, depth + 1) for child in children)
-    return deepest
+        if depth > MAX_JSON_DEPTH:
+            return f"The JSON nests deeper than {MAX_JSON_DEPTH} levels; flatten it."
+        if isinstance(item, str):
+            if not is_storable(item):
+                return "The JSON holds a NUL character (\\u0000) or a lone surrogate (\\ud800-\\udfff); remove it."
+        elif isinstance(item, dict):
+            pending.extend((child, depth + 1) for child in (*item.keys(), *item.values()))
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item)
+    return None
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 #: Handoff data is a screen-pop's context, not a document store; this is far past any real use.
 MAX_JSON_DEPTH = 32
 
@@ -85,12 +75,9 @@ def json_body(*, optional: bool = False) -> dict:
         raise ApiError(400, "invalid_json", f"The JSON nests deeper than {MAX_JSON_DEPTH} levels; flatten it.") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "Send a JSON object with Content-Type: application/json.")
-    if _depth(body) > MAX_JSON_DEPTH:
-        raise ApiError(400, "invalid_json", f"The JSON nests deeper than {MAX_JSON_DEPTH} levels; flatten it.")
-    if _has_unstorable_text(body):
-        raise ApiError(
-            400, "invalid_json", "The JSON holds a NUL character (\\u0000) or a lone surrogate (\\ud800-\\udfff); remove it."
-        )
+    problem = _json_problem(body)
+    if problem:
+        raise ApiError(400, "invalid_json", problem)
     return body
 
 

@@ -40,6 +40,7 @@ from gateway import catalog, store, timeline
 from gateway.config import ProjectConfig
 from gateway.destinations import METHOD_HELP
 from gateway.handoff import LIFECYCLE_STATES
+from gateway.safe_text import is_storable
 from gateway.web import current_gateway, db
 from gateway.web.signature import public_base_url
 
@@ -103,9 +104,9 @@ def _password_hash() -> str | None:
     return configured
 
 
-def _holds_nul() -> bool:
-    sent = [*request.args.items(multi=True), *request.form.items(multi=True)]
-    return "\x00" in request.path or any("\x00" in value for _name, value in sent)
+def _storable_request() -> bool:
+    sent = [value for _name, value in (*request.args.items(multi=True), *request.form.items(multi=True))]
+    return all(is_storable(text) for text in (request.path, *sent))
 
 
 @lru_cache(maxsize=4)
@@ -139,7 +140,7 @@ def _guard():
                 "GATEWAY_CONSOLE_PASSWORD_HASH is not a werkzeug password hash; console disabled"
             )
         return Response(DISABLED_MESSAGE, 503, mimetype="text/plain")
-    if _holds_nul():  # no database stores it; PostgreSQL would fail the query
+    if not _storable_request():  # PostgreSQL would fail the query on a NUL
         return render_template(
             "console/error.html", title="Bad request", message="The address or the form holds a NUL character (%00); remove it."
         ), 400
