@@ -104,10 +104,11 @@ class StoredDestination(SQLModel, table=True):
     """A destination made through the API or console (the file's own live only in the file)."""
 
     __tablename__ = "destinations"
+    # Also the index for a project's destinations: project_key leads it.
     __table_args__ = (UniqueConstraint("project_key", "name"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    project_key: str = Field(index=True, max_length=200)
+    project_key: str = Field(max_length=200)
     name: str = Field(max_length=100)
     body: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _timestamp()
@@ -161,10 +162,11 @@ class SmsOptOut(SQLModel, table=True):
     """A customer number that texted STOP to a project; deleted when it texts START."""
 
     __tablename__ = "sms_opt_outs"
+    # Also the index for a project's opt-outs: project_key leads it.
     __table_args__ = (UniqueConstraint("project_key", "number"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    project_key: str = Field(index=True, max_length=200)
+    project_key: str = Field(max_length=200)
     number: str = Field(max_length=64)
     keyword: str = Field(max_length=20)
     at: datetime = _timestamp()
