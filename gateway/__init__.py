@@ -12,7 +12,7 @@ from gateway.config import load_config
 from gateway.runtime import Gateway
 from gateway.settings import Settings
 from gateway.spool import Spool
-from gateway.failopen import DATABASE_ERRORS
+from gateway.call_records import DATABASE_ERRORS
 from gateway.store import make_engine
 from gateway.twiml import TwimlRenderer
 from gateway.twilio_rest import make_client

@@ -12,7 +12,7 @@ from sqlalchemy.schema import CreateIndex
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from gateway import models
-from gateway.models import Conversation, HandoffEvent, NewCall, utcnow
+from gateway.models import Conversation, HandoffEvent, utcnow
 
 
 def make_engine(database_url: str, *, busy_timeout: float = 5.0) -> Engine:
@@ -85,13 +85,13 @@ def _insert_ignoring_conflict(session: Session, table: Table, values: dict) -> i
     return session.connection().execute(statement, values).rowcount
 
 
-def add_new_call(session: Session, call: NewCall, first_event: dict | None) -> bool:
+def add_new_call(session: Session, row: dict, first_event: dict | None) -> bool:
     """Stage a call's conversation row and first history entry; False, staging nothing, if the CallSid is known.
 
     Two prebuilt INSERTs and no read: the path every new call takes. A racing twin's INSERT
     waits on the CallSid's unique index until the winner commits, then inserts nothing.
     """
-    if not _insert_ignoring_conflict(session, Conversation.__table__, call.row()):
+    if not _insert_ignoring_conflict(session, Conversation.__table__, row):
         return False
     if first_event is not None:
         _insert_ignoring_conflict(session, HandoffEvent.__table__, first_event)
@@ -141,8 +141,12 @@ def insert_call(
     return stored, stored.id == candidate.id
 
 
-def conversation_by_call_sid(session: Session, call_sid: str) -> Conversation | None:
-    return session.exec(select(Conversation).where(Conversation.call_sid == call_sid)).first()
+def conversation_by_call_sid(session: Session, call_sid: str, *, for_update: bool = False) -> Conversation | None:
+    """The call's conversation; `for_update` locks it until commit on PostgreSQL and re-reads it."""
+    query = select(Conversation).where(Conversation.call_sid == call_sid)
+    if for_update:
+        query = _locking(session, query)
+    return session.exec(query).first()
 
 
 def find_by_id(session: Session, conversation_id: str) -> Conversation | None:
@@ -151,10 +155,13 @@ def find_by_id(session: Session, conversation_id: str) -> Conversation | None:
 
 def conversation_for_update(session: Session, conversation_id: str) -> Conversation | None:
     """The row, locked until commit on PostgreSQL (SQLite serialises writers by itself)."""
-    query = select(Conversation).where(Conversation.id == conversation_id)
+    return session.exec(_locking(session, select(Conversation).where(Conversation.id == conversation_id))).first()
+
+
+def _locking(session: Session, query):
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
-    return session.exec(query.execution_options(populate_existing=True)).first()
+    return query.execution_options(populate_existing=True)
 
 
 def find_conversation(

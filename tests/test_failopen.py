@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from gateway import failopen, store
+from gateway import call_records, store
 from gateway.cli import main
 from gateway.models import Conversation, HandoffEvent
 from gateway.spool import RecordRejected, Spool
@@ -171,7 +171,7 @@ def run_outage(client, app, engine, *, down, up):
     before = rows(engine)
     for record in records:
         spool.append(record)
-    assert failopen.replay(spool, engine) == len(records)
+    assert call_records.replay(spool, engine) == len(records)
     assert rows(engine) == before
     assert not spool.pending()
 
@@ -437,7 +437,8 @@ def test_a_record_torn_by_a_crash_mid_append_does_not_take_the_next_one_with_it(
 
 
 def test_a_call_twilio_sends_twice_during_an_outage_is_one_conversation_after_replay(database_url, outage, session):
-    """Each spooled answer gave the call its own id; the second is merged into the first."""
+    """Each spooled answer gave the call its own id; the second is merged into the first, and a
+    dial result Twilio posts for the id it used last lands on that one conversation."""
     scenario = outage()
     client = scenario.client
     with scenario.down():
@@ -445,9 +446,15 @@ def test_a_call_twilio_sends_twice_during_an_outage_is_one_conversation_after_re
         retried = call(client, CALL_B)  # Twilio's retry of the same webhook
         second = conversation_id_in(retried)
         assert first != second and same_twiml(retried.data, front_desk_twiml(second, 1))
+        dial_result(client, CALL_B, second, 1, "busy")
 
     call(client, CALL_C)  # replays the spool first
     session.expire_all()
     stored = session.exec(select(Conversation).where(Conversation.call_sid == CALL_B)).all()
-    assert [(c.id, c.attempts, c.destination) for c in stored] == [(first, 1, "Front desk")]
-    assert history(scenario.app.extensions["gateway"].engine, first) == [("handoff_initiated", "Front desk")]
+    assert [(c.id, c.attempts, c.destination) for c in stored] == [(first, 2, "Billing")]
+    assert history(scenario.app.extensions["gateway"].engine, first) == [
+        ("handoff_initiated", "Front desk"),
+        ("handoff_failed", "Front desk"),
+        ("handoff_initiated", "Billing"),
+    ]
+    assert not (scenario.app.extensions["gateway"].spool.directory / "rejected.jsonl").exists()
