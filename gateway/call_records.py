@@ -54,13 +54,81 @@ RECORD_VERSION = 1
 
 
 class DatabaseSink:
-    """Stage records in a session; the caller commits. `config` tells a bye handoff from others."""
+    """Stage records in the database; the caller commits. `config` tells a bye handoff from others.
 
-    def __init__(self, session: Session, config: GatewayConfig | None) -> None:
-        self.session = session
+    A new call, the path every call takes, needs no ORM session: its two prepared INSERTs run
+    on a pooled DBAPI connection. The session is made on first use, for everything else.
+    """
+
+    def __init__(self, engine: Engine, config: GatewayConfig | None) -> None:
+        self.engine = engine
         self.config = config
+        self._session: Session | None = None
+        self._connection = None
         #: Rows the caller already read (locked) for its decision, so they are not read again.
         self.loaded: dict[str, Conversation] = {}
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = Session(self.engine, expire_on_commit=False)
+        return self._session
+
+    def commit(self) -> None:
+        if self._connection is not None:
+            self._on_connection(self._connection.commit)
+        if self._session is not None:
+            self._session.commit()
+
+    def rollback(self) -> None:
+        if self._connection is not None:
+            self._on_connection(self._connection.rollback)
+        if self._session is not None:
+            self._session.rollback()
+
+    def close(self) -> None:
+        """Give the connections back to the pool; what was not committed is rolled back."""
+        connection, self._connection = self._connection, None
+        session, self._session = self._session, None
+        try:
+            if connection is not None:
+                connection.close()
+        finally:
+            if session is not None:
+                session.close()
+
+    def _on_connection(self, operation) -> None:
+        """Run a DBAPI call on the pooled connection; one that fails is not given back to the pool."""
+        try:
+            with store.dbapi_errors(self.engine.dialect):
+                operation()
+        except DBAPIError:
+            self._connection.invalidate()
+            self._connection = None
+            raise
+
+    def __enter__(self) -> DatabaseSink:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+    def _insert_new_call(self, row: dict, event: dict | None) -> bool:
+        if self._session is not None:
+            return store.add_new_call(store.dbapi_connection(self._session), self.engine.dialect, row, event)
+        if self._connection is None:
+            with store.dbapi_errors(self.engine.dialect):
+                self._connection = self.engine.raw_connection()
+        try:
+            inserted = store.add_new_call(self._connection, self.engine.dialect, row, event)
+        except DBAPIError:
+            self._connection.invalidate()
+            self._connection = None
+            raise
+        if not inserted:
+            # End the write transaction the INSERT opened before the session reads and writes.
+            self._on_connection(self._connection.rollback)
+        return inserted
 
     def apply(self, record: Record) -> bool:
         """True when the record took effect as decided; False when the stored state had moved on."""
@@ -98,7 +166,7 @@ class DatabaseSink:
                 "dedupe_key": "attempt:1",
                 "at": record.at,
             }
-        if store.add_new_call(self.session, row, event):
+        if self._insert_new_call(row, event):
             if first:
                 handoff.announce(call.id, handoff.INITIATED, first.destination)
             return True
@@ -274,15 +342,14 @@ def from_spool_line(line: dict) -> Record:
 def replay(spool: Spool, engine: Engine, *, config: GatewayConfig | None = None, wait_seconds: float = 0.0) -> int | None:
     """Write the spooled records to the database, each in its own transaction; None when another
     process is replaying. `config` lets a replayed call end complete a bye handoff."""
-    with Session(engine, expire_on_commit=False) as session:
-        sink = DatabaseSink(session, config)
+    with DatabaseSink(engine, config) as sink:
 
         def apply(line: dict) -> None:
             try:
                 sink.apply(from_spool_line(line))
-                session.commit()
+                sink.commit()
             except Exception as error:
-                session.rollback()
+                sink.rollback()
                 if isinstance(error, (*UNAVAILABLE, RecordRejected)):
                     raise
                 # A record no retry will fix (a bug, a constraint) must not block those behind it.

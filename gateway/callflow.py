@@ -21,6 +21,7 @@ from gateway.config import NumberRoute, ProjectConfig
 from gateway.destinations import E164, Destination
 from gateway.models import new_id
 from gateway.routing import CallContext, plan_transfer
+from gateway.safe_text import xml_legal
 from gateway.twiml import NO_AGENT_APOLOGY, Links, TwimlRenderer
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,10 @@ def called_number(to: str) -> str:
     return to
 
 
+#: Fields Twilio always sends to the voice webhook of an inbound call.
+CALL_FIELDS = ("CallSid", "AccountSid", "From", "To")
+
+
 @dataclass(frozen=True)
 class InboundCall:
     """The fields of Twilio's voice webhook that the gateway keeps."""
@@ -57,6 +62,17 @@ class InboundCall:
     from_number: str | None
     to_number: str | None
     shared_id: str | None = None
+
+    @classmethod
+    def from_twilio(cls, form) -> InboundCall:
+        """The call as we keep it: what a caller's SIP trunk put in From or a header is theirs to
+        choose, so characters no database or TwiML can carry are dropped here."""
+        return cls(
+            call_sid=form.get("CallSid", ""),
+            from_number=xml_legal(form.get("From", "")) or None,
+            to_number=called_number(xml_legal(form.get("To", ""))),
+            shared_id=xml_legal(form.get("SipHeader_X-Shared-Id", "")) or None,
+        )
 
 
 @dataclass(frozen=True)

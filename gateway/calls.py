@@ -10,18 +10,28 @@ No Flask here.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from gateway import callflow, catalog, store
-from gateway.call_records import DatabaseSink, SpoolSink
+from gateway.call_records import FAIL_OPEN_ERRORS, DatabaseSink, ReplayBusy, SpoolSink, replay
 from gateway.callflow import CallFlow, CallState, Decision, DestinationLookup, InboundCall
 from gateway.config import GatewayConfig, NumberRoute, ProjectConfig
 from gateway.destinations import Destination
 from gateway.models import Conversation, utcnow
+from gateway.runtime import Gateway
 from gateway.spool import Spool
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: How long a webhook waits for another worker's spool replay before going on without it.
+REPLAY_WAIT_SECONDS = 2.0
 
 
 class CallStorage(Protocol):
@@ -43,16 +53,22 @@ class CallStorage(Protocol):
 class DatabaseCalls:
     """The stored state, and the database as the records' sink (committed per decision)."""
 
-    def __init__(self, session: Session, config: GatewayConfig) -> None:
-        self.session = session
+    def __init__(self, engine: Engine, config: GatewayConfig) -> None:
         self.config = config
-        self.sink = DatabaseSink(session, config)
+        self.sink = DatabaseSink(engine, config)
+
+    def __enter__(self) -> DatabaseCalls:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.sink.close()
 
     def destinations(self, project: ProjectConfig) -> DestinationLookup:
-        return destination_catalog(self.session, project)
+        # Config destinations first: a new call to one of them needs no session at all.
+        return lambda name: project.destination(name) or _stored_destination(self.sink.session, project, name)
 
     def known_call(self, call_sid: str) -> CallState | None:
-        conversation = store.conversation_by_call_sid(self.session, call_sid)
+        conversation = store.conversation_by_call_sid(self.sink.session, call_sid)
         return CallState.of(conversation) if conversation else None
 
     def in_transfer(self, conversation_id: str, call: InboundCall, attempt: int | None) -> CallState | None:
@@ -66,7 +82,7 @@ class DatabaseCalls:
 
     def _locked(self, conversation_id: str) -> CallState | None:
         """Read the row, locked on PostgreSQL, so racing webhooks for one call take turns."""
-        conversation = store.conversation_for_update(self.session, conversation_id) if conversation_id else None
+        conversation = store.conversation_for_update(self.sink.session, conversation_id) if conversation_id else None
         if conversation is None:
             return None
         self.sink.loaded[conversation.id] = conversation
@@ -76,9 +92,9 @@ class DatabaseCalls:
         """Apply and commit the records; False (nothing kept) when the stored state moved on meanwhile."""
         applied = all([self.sink.apply(record) for record in decision.records])
         if applied:
-            self.session.commit()
+            self.sink.commit()
         else:
-            self.session.rollback()
+            self.sink.rollback()
         return applied
 
 
@@ -114,14 +130,39 @@ class SpooledCalls:
         return state
 
 
+def on_database_else_spool(gateway: Gateway, use_case: Callable[[CallStorage], T]) -> T:
+    """Run the use case on the database; while it is unavailable, behind the spool, or on a bug, on the spool.
+
+    Whatever spooled before is written first, so this event sees the events before it.
+    """
+    try:
+        _replay_spool(gateway, REPLAY_WAIT_SECONDS)
+        with DatabaseCalls(gateway.engine, gateway.config) as storage:
+            return use_case(storage)
+    except FAIL_OPEN_ERRORS as error:
+        log.error("database unavailable or behind (%s: %s); failing open", type(error).__name__, error)
+    except Exception:
+        # A bug must not cost a caller the call: answer as the fail-open path does.
+        log.exception("unexpected error on the database path; answering from the config")
+    return use_case(SpooledCalls(gateway.spool, gateway.config))
+
+
+def _replay_spool(gateway: Gateway, wait_seconds: float) -> None:
+    if gateway.spool.pending():
+        gateway.ensure_schema()
+        if replay(gateway.spool, gateway.engine, config=gateway.config, wait_seconds=wait_seconds) is None:
+            # Another worker's replay outlasted the wait: what it holds is not stored yet.
+            raise ReplayBusy("another process is still replaying the spool")
+
+
 def destination_catalog(session: Session, project: ProjectConfig) -> Callable[[str], Destination | None]:
     """Destinations by name: the config file's, then those made through the API or console."""
+    return lambda name: project.destination(name) or _stored_destination(session, project, name)
 
-    def find(name: str) -> Destination | None:
-        entry = catalog.find(session, project, name)
-        return entry.destination if entry else None
 
-    return find
+def _stored_destination(session: Session, project: ProjectConfig, name: str) -> Destination | None:
+    entry = catalog.find(session, project, name)
+    return entry.destination if entry else None
 
 
 def answer_call(storage: CallStorage, route: NumberRoute, call: InboundCall, flow: CallFlow) -> str:

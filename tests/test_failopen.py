@@ -15,12 +15,11 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from gateway import call_records, store
+from gateway import call_records, calls, store
 from gateway.cli import main
 from gateway.models import Conversation, HandoffEvent
 from gateway.spool import RecordRejected, Spool
 from gateway.twiml import NO_AGENT_APOLOGY
-from gateway.web import voice
 from tests.forwarder import Forwarder
 from tests.support import (
     ACCOUNT_SID,
@@ -338,7 +337,7 @@ def test_while_another_worker_replays_the_spool_webhooks_fail_open_rather_than_r
     database_url, outage, session, monkeypatch
 ):
     """What the spool holds is not in the database yet: answering from it would miss the spooled call."""
-    monkeypatch.setattr(voice, "REPLAY_WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(calls, "REPLAY_WAIT_SECONDS", 0.05)
     scenario = outage()
     client = scenario.client
     spool = scenario.app.extensions["gateway"].spool

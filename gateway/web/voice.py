@@ -8,14 +8,12 @@ is assumed from the callback URL and the config, and the records wait for replay
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
 from gateway import call_records, calls, store
-from gateway.callflow import CallStatus, InboundCall, called_number
-from gateway.safe_text import xml_legal
+from gateway.callflow import CALL_FIELDS, CallStatus, InboundCall
 from gateway.twiml import NO_AGENT_APOLOGY, UNKNOWN_NUMBER_APOLOGY
 from gateway.web import current_gateway, db
 from gateway.web.callbacks import call_flow
@@ -25,10 +23,6 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("voice", __name__, url_prefix="/voice")
 
-#: How long a webhook waits for another worker's spool replay before going on without it.
-REPLAY_WAIT_SECONDS = 2.0
-
-
 def twiml_response(body: str) -> Response:
     return Response(body, 200, mimetype="text/xml")
 
@@ -37,65 +31,28 @@ def _apology(message: str = NO_AGENT_APOLOGY) -> Response:
     return twiml_response(current_gateway().renderer.apology(message))
 
 
-def _replay_spool() -> None:
-    """Write what an outage spooled before handling a new event of the same calls, in order."""
-    gateway = current_gateway()
-    if gateway.spool.pending():
-        gateway.ensure_schema()
-        replayed = call_records.replay(
-            gateway.spool, gateway.engine, config=gateway.config, wait_seconds=REPLAY_WAIT_SECONDS
-        )
-        if replayed is None:  # another worker's replay outlasted the wait: answer from the config
-            raise call_records.ReplayBusy("another process is still replaying the spool")
+def _on_database_else_spool(use_case):
+    return calls.on_database_else_spool(current_gateway(), use_case)
 
 
 def _discard_session(error: Exception) -> None:
-    log.error("database unavailable or behind (%s: %s); failing open on %s", type(error).__name__, error, request.path)
+    log.error("database unavailable (%s: %s) on %s", type(error).__name__, error, request.path)
     try:
         db().rollback()
     except call_records.DATABASE_ERRORS:
         pass  # the connection is already gone; teardown closes the session
 
 
-def _on_database_else_spool(use_case: Callable[[calls.CallStorage], object]):
-    """Run the use case on the database; while it is unavailable (or on a bug), on the spool."""
-    gateway = current_gateway()
-    try:
-        _replay_spool()
-        return use_case(calls.DatabaseCalls(db(), gateway.config))
-    except call_records.FAIL_OPEN_ERRORS as error:
-        _discard_session(error)
-    except Exception:
-        # A bug must not cost a caller the call: answer as the fail-open path does.
-        log.exception("unexpected error on %s; answering from the config", request.path)
-        _discard_session_quietly()
-    return use_case(calls.SpooledCalls(gateway.spool, gateway.config))
-
-
-def _discard_session_quietly() -> None:
-    try:
-        db().rollback()
-    except Exception:  # the session is unusable; teardown closes it
-        pass
-
-
 def _inbound_call() -> InboundCall:
-    """The call as we keep it: what a caller's SIP trunk put in From or a header is theirs to
-    choose, so characters no database or TwiML can carry are dropped here."""
-    form = request.form
-    return InboundCall(
-        call_sid=form.get("CallSid", ""),
-        from_number=xml_legal(form.get("From", "")) or None,
-        to_number=called_number(xml_legal(form.get("To", ""))),
-        shared_id=xml_legal(form.get("SipHeader_X-Shared-Id", "")) or None,
-    )
+    return InboundCall.from_twilio(request.form)
 
 
 @bp.post("/call")
 @twilio_signed
-@twilio_fields("CallSid", "AccountSid", "From", "To")
+@twilio_fields(*CALL_FIELDS)
 def call() -> Response:
-    """An inbound call: route it by the number that was called."""
+    """An inbound call: route it by the number that was called (usually answered by
+    gateway/web/inbound_call.py before Flask; this view answers what that leaves to Flask)."""
     inbound = _inbound_call()
     route = current_gateway().config.route_for(inbound.to_number)
     if route is None or not inbound.call_sid:
