@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session
 
-from gateway import catalog, handoff, store
+from gateway import catalog, handoff, sqlite_writer, store
 from gateway.callflow import (
     Attempt,
     CallOpened,
@@ -34,6 +34,7 @@ from gateway.callflow import (
 from gateway.config import GatewayConfig
 from gateway.models import Conversation
 from gateway.spool import RecordRejected, Spool
+from gateway.sqlite_writer import WriterTurn
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class DatabaseSink:
         self.config = config
         self._session: Session | None = None
         self._connection = None
+        self._turn: WriterTurn | None = None
         #: Rows the caller already read (locked) for its decision, so they are not read again.
         self.loaded: dict[str, Conversation] = {}
 
@@ -75,14 +77,20 @@ class DatabaseSink:
         return self._session
 
     def commit(self) -> None:
-        if self._connection is not None:
-            self._on_connection(self._connection.commit)
+        try:
+            if self._connection is not None:
+                self._on_connection(self._connection.commit)
+        finally:
+            self._end_turn()
         if self._session is not None:
             self._session.commit()
 
     def rollback(self) -> None:
-        if self._connection is not None:
-            self._on_connection(self._connection.rollback)
+        try:
+            if self._connection is not None:
+                self._on_connection(self._connection.rollback)
+        finally:
+            self._end_turn()
         if self._session is not None:
             self._session.rollback()
 
@@ -94,8 +102,14 @@ class DatabaseSink:
             if connection is not None:
                 connection.close()
         finally:
+            self._end_turn()
             if session is not None:
                 session.close()
+
+    def _end_turn(self) -> None:
+        turn, self._turn = self._turn, None
+        if turn is not None:
+            turn.release()
 
     def _on_connection(self, operation) -> None:
         """Run a DBAPI call on the pooled connection; one that fails is not given back to the pool."""
@@ -116,18 +130,23 @@ class DatabaseSink:
     def _insert_new_call(self, row: dict, event: dict | None) -> bool:
         if self._session is not None:
             return store.add_new_call(store.dbapi_connection(self._session), self.engine.dialect, row, event)
-        if self._connection is None:
-            with store.dbapi_errors(self.engine.dialect):
-                self._connection = self.engine.raw_connection()
+        if self._turn is None and (turn := sqlite_writer.writer_turn(self.engine)) is not None:
+            turn.acquire()  # SQLite: wait for the other writers here, not in its busy handler
+            self._turn = turn
         try:
+            if self._connection is None:
+                with store.dbapi_errors(self.engine.dialect):
+                    self._connection = self.engine.raw_connection()
             inserted = store.add_new_call(self._connection, self.engine.dialect, row, event)
         except DBAPIError:
-            self._connection.invalidate()
-            self._connection = None
+            if self._connection is not None:
+                self._connection.invalidate()
+                self._connection = None
+            self._end_turn()
             raise
         if not inserted:
-            # End the write transaction the INSERT opened before the session reads and writes.
-            self._on_connection(self._connection.rollback)
+            # End the write transaction the INSERT opened (and the turn) before the session reads and writes.
+            self.rollback()
         return inserted
 
     def apply(self, record: Record) -> bool:

@@ -9,13 +9,13 @@ from functools import lru_cache
 
 from sqlalchemy import Table, and_, bindparam, event, or_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex
 from sqlmodel import Session, SQLModel, create_engine, select
 
-from gateway import models
+from gateway import models, sqlite_writer
 from gateway.models import Conversation, HandoffEvent, utcnow
 
 
@@ -40,6 +40,9 @@ def make_engine(database_url: str, *, busy_timeout: float = 5.0) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
+        path = make_url(database_url).database
+        if path and path != ":memory:":
+            sqlite_writer.attach(engine, path, busy_timeout)
         return engine
     connect_args = {"connect_timeout": max(1, round(busy_timeout))} if database_url.startswith("postgresql") else {}
     return create_engine(
