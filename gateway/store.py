@@ -23,8 +23,8 @@ def make_engine(database_url: str, *, busy_timeout: float = 5.0) -> Engine:
     """One engine per app. Every wait for the database is bounded by `busy_timeout` seconds.
 
     SQLite gets WAL and a busy timeout so concurrent workers wait, then fail (and the voice
-    webhooks fail open) rather than hang; PostgreSQL gets the same bound on connecting and on
-    waiting for a pooled connection.
+    webhooks fail open) rather than hang; PostgreSQL gets the same bound on connecting, on
+    waiting for a pooled connection, and on waiting for a row lock.
     """
     if database_url.startswith("sqlite"):
         engine = create_engine(
@@ -44,7 +44,14 @@ def make_engine(database_url: str, *, busy_timeout: float = 5.0) -> Engine:
         if path and path != ":memory:":
             sqlite_writer.attach(engine, path, busy_timeout)
         return engine
-    connect_args = {"connect_timeout": max(1, round(busy_timeout))} if database_url.startswith("postgresql") else {}
+    connect_args = {}
+    if database_url.startswith("postgresql"):
+        # A row lock another transaction holds (a racing webhook, an API handoff) is waited on
+        # for the busy timeout at most, as SQLite's lock is; then the webhook fails open.
+        connect_args = {
+            "connect_timeout": max(1, round(busy_timeout)),
+            "options": f"-c lock_timeout={int(busy_timeout * 1000)}",
+        }
     return create_engine(
         database_url,
         pool_pre_ping=True,
