@@ -136,3 +136,9 @@ def test_a_bye_completed_by_the_calls_end_lists_completed_before_ended(client):
     assert post_signed(client, "/voice/call", call_params(call_sid=call_sid, to="+14155550195")).status_code == 200
     twilio_posts(client, "/voice/status", call_sid, CallStatus="completed", CallDuration="4", SequenceNumber="2")
     assert [e["type"] for e in feed(client)["items"]] == ["handoff.initiated", "handoff.completed", "conversation.ended"]
+
+
+@pytest.mark.parametrize("query", ["after=", "types=", "types=handoff.*,", "limit="])
+def test_an_empty_parameter_is_refused_not_taken_as_absent(client, query):
+    response = client.get(f"/v1/acme/frontdesk/events?{query}", headers=HEADERS)
+    assert response.status_code == 400

@@ -30,16 +30,18 @@ def list_events():
 
 
 def _after_arg() -> int:
-    value = request.args.get("after", "0") or "0"
+    value = request.args.get("after", "0")
     if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise ApiError(400, "invalid_cursor", "after must be a next_cursor this API gave out; leave it out to start from the oldest.")
     return int(value)
 
 
 def _types_arg() -> list[str]:
-    patterns = [part.strip() for value in request.args.getlist("types") for part in value.split(",") if part.strip()]
-    if not patterns:
+    if "types" not in request.args:
         return list(event_types.EVENT_TYPES)
+    patterns = [part.strip() for value in request.args.getlist("types") for part in value.split(",")]
+    if not all(patterns):
+        raise ApiError(400, "invalid_parameter", "types: name at least one type between the commas, or leave types out.")
     for pattern in patterns:
         if not event_types.types_matching([pattern]):
             raise ApiError(
@@ -101,7 +103,7 @@ OPENAPI_PATHS = {
                     **openapi.query(
                         "types",
                         "Comma-separated event types or globs, e.g. handoff.*,conversation.ended; all types when absent.",
-                        {"type": "array", "items": {"type": "string", "enum": TYPE_CHOICES}},
+                        {"type": "array", "minItems": 1, "items": {"type": "string", "enum": TYPE_CHOICES}},
                     ),
                     "style": "form",
                     "explode": False,
