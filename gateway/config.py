@@ -74,6 +74,13 @@ class EventWebhook(BaseModel):
     url: str
     secret_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     types: list[str] | None = Field(None, min_length=1)
+    #: never accepted: named only so that putting the secret here gets a sentence saying where it goes
+    secret: None = None
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _no_secret_in_the_file(cls, _secret: object) -> None:
+        raise ValueError("the signing secret never goes in this file; put it in an environment variable and name that in secret_env")
 
     @field_validator("url")
     @classmethod
