@@ -14,7 +14,6 @@ import logging
 import os
 import random
 import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -23,7 +22,7 @@ import requests
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
-from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
+from standardwebhooks.webhooks import Webhook
 
 from gateway import deliveries, events
 from gateway.config import GatewayConfig
@@ -45,6 +44,9 @@ POLL_SECONDS = 1.0
 DATABASE_RETRY_SECONDS = 1.0
 
 _RETRIED_4XX = {408, 429}
+_SECRET_PREFIX = "whsec_"
+#: What the Standard Webhooks specification asks of a signing key.
+MIN_SECRET_BYTES, MAX_SECRET_BYTES = 24, 64
 
 
 class SecretMissing(Exception):
@@ -61,19 +63,35 @@ def signers(config: GatewayConfig, environ: dict[str, str] | None = None) -> dic
             secret = environ.get(webhook.secret_env, "")
             if not secret:
                 raise SecretMissing(f"{where}: set the environment variable {webhook.secret_env} to its signing secret (whsec_...)")
-            try:
-                result[(project.key, webhook.url)] = Webhook(secret)
-            except (ValueError, EmptyWebhookSecretError) as error:  # binascii.Error is a ValueError
+            problem = _secret_problem(secret)
+            if problem:
                 raise SecretMissing(
-                    f"{where}: {webhook.secret_env} is not a Standard Webhooks secret "
-                    f"(whsec_ and base64, e.g. from `gateway events new-secret`): {error}"
-                ) from None
+                    f"{where}: {webhook.secret_env} is not a Standard Webhooks secret ({problem}); "
+                    "make one with `gateway events new-secret`"
+                )
+            result[(project.key, webhook.url)] = Webhook(secret)
     return result
+
+
+def _secret_problem(secret: str) -> str | None:
+    """Why receivers' libraries would not take this secret (they decode strictly), or None.
+
+    The Python library forgives stray characters that Node's refuses; checking strictly here
+    means every receiver can verify what the worker signs.
+    """
+    encoded = secret.removeprefix(_SECRET_PREFIX)
+    try:
+        key = base64.b64decode(encoded, validate=True)
+    except ValueError:  # binascii.Error
+        return "after whsec_ it must be base64"
+    if not MIN_SECRET_BYTES <= len(key) <= MAX_SECRET_BYTES:
+        return f"it decodes to {len(key)} bytes; use {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES}"
+    return None
 
 
 def new_secret() -> str:
     """A fresh signing secret in the whsec_ form every Standard Webhooks library reads."""
-    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    return _SECRET_PREFIX + base64.b64encode(os.urandom(32)).decode()
 
 
 @dataclass(frozen=True)

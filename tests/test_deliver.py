@@ -140,8 +140,10 @@ def test_a_missing_secret_stops_the_worker_with_the_variable_to_set(make_app, co
     config = make_app().extensions["gateway"].config
     with pytest.raises(deliver.SecretMissing, match=SECRET_ENV):
         deliver.signers(config, {})
-    with pytest.raises(deliver.SecretMissing, match="not a Standard Webhooks secret"):
+    with pytest.raises(deliver.SecretMissing, match="must be base64"):
         deliver.signers(config, {SECRET_ENV: "whsec_not base64!"})
+    with pytest.raises(deliver.SecretMissing, match="decodes to 3 bytes"):
+        deliver.signers(config, {SECRET_ENV: "whsec_YWJj"})
 
 
 def test_several_workers_on_postgresql_never_send_one_event_twice_at_once(subscribed, receiver, database_url):
