@@ -1,11 +1,12 @@
 """The delivery worker (`gateway deliver`): signed, in order, retried, stopped on a 4xx, never sent twice at once."""
 from __future__ import annotations
 
+import random
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlmodel import select
+from sqlmodel import Session, select
 from standardwebhooks.webhooks import Webhook
 
 from gateway import deliver
@@ -47,8 +48,6 @@ def feed_items(app) -> list[dict]:
 
 
 def deliveries_of(app) -> list[EventDelivery]:
-    from sqlmodel import Session
-
     with Session(app.extensions["gateway"].engine) as session:
         return list(session.exec(select(EventDelivery).order_by(EventDelivery.event_seq)))
 
@@ -172,3 +171,16 @@ def test_several_workers_on_postgresql_never_send_one_event_twice_at_once(subscr
     for item in receiver.received:
         by_conversation.setdefault(item.event["data"]["id"], []).append(item.event["type"])
     assert all(types == LIFECYCLE_TYPES for types in by_conversation.values()), by_conversation
+
+
+def test_backoff_doubles_with_jitter_up_to_an_hour():
+    rng = random.Random(7)
+    for attempts in range(1, 20):
+        ceiling = min(deliver.MAX_DELAY, 5.0 * 2 ** (attempts - 1))
+        waits = {deliver.backoff(attempts, 5.0, rng) for _ in range(20)}
+        assert all(ceiling / 2 <= wait <= ceiling for wait in waits)
+        assert len(waits) > 1, "jittered: workers retrying together spread out"
+    now = datetime(2026, 12, 2, 15, 0, 0, tzinfo=timezone.utc)
+    assert deliver.retry_after_seconds("120", now) == 120
+    assert deliver.retry_after_seconds("Wed, 02 Dec 2026 15:01:30 GMT", now) == 90
+    assert deliver.retry_after_seconds("soon", now) is None
