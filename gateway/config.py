@@ -215,6 +215,9 @@ class GatewayConfig:
                 )
                 fallback = f" then {', '.join(number.fallback)}" if number.fallback else ""
                 lines.append(f"    {number.number} -> {target}{fallback}")
+            for webhook in project.event_webhooks:
+                types = ", ".join(webhook.types) if webhook.types else "all types"
+                lines.append(f"    events -> {webhook.url} ({types}; secret in ${webhook.secret_env})")
         return "\n".join(lines)
 
 

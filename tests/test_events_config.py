@@ -22,6 +22,8 @@ def test_a_subscription_is_read_with_its_types(config_path):
     (webhook,) = load_config(config_path).find_project("acme", "frontdesk").event_webhooks
     assert (webhook.url, webhook.secret_env) == ("https://crm.example.com/hooks", SECRET_ENV)
     assert webhook.wants("handoff.failed") and not webhook.wants("conversation.ended")
+    summary = load_config(config_path).summary()
+    assert f"    events -> https://crm.example.com/hooks (handoff.*; secret in ${SECRET_ENV})" in summary.splitlines()
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9000/hooks", "http://localhost/hooks", "http://[::1]:9000/h"])
