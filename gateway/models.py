@@ -5,7 +5,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -207,7 +207,10 @@ class PublishedEvent(SQLModel, table=True):
     __tablename__ = "events"
     __table_args__ = (Index("ix_events_project_seq", "project_key", "seq"),)
 
-    seq: int | None = Field(default=None, primary_key=True)
+    #: 64-bit on PostgreSQL, so any 18-digit feed cursor is a position; SQLite's rowid is already 64-bit
+    seq: int | None = Field(
+        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    )
     event_id: str = Field(unique=True, max_length=64)
     history_id: int | None = Field(default=None, unique=True)
     project_key: str = Field(max_length=200)
@@ -227,7 +230,7 @@ class EventSubscription(SQLModel, table=True):
     project_key: str = Field(max_length=200)
     url: str = Field(max_length=2000)
     #: every event up to this seq has been considered for this subscription
-    queued_through_seq: int = 0
+    queued_through_seq: int = Field(default=0, sa_type=BigInteger)
     first_seen_at: datetime = _timestamp()
 
 
@@ -244,7 +247,7 @@ class EventDelivery(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     subscription_id: int = Field(foreign_key="event_subscriptions.id")
-    event_seq: int = Field(foreign_key="events.seq")
+    event_seq: int = Field(sa_column=Column(BigInteger, ForeignKey("events.seq"), nullable=False))
     conversation_id: str = Field(max_length=36)
     status: str = Field(default="pending", max_length=12)  # pending | delivered | failed
     attempts: int = 0

@@ -120,7 +120,7 @@ def test_a_receiver_that_hangs_times_out_and_the_event_is_retried(subscribed, re
 def test_retries_stop_after_the_horizon_with_the_reason(subscribed, receiver):
     receiver.answers = [(500, {})] * 1000
     call_with_fallback(subscribed.test_client(), CALL_SID)
-    deliverer = worker(subscribed, horizon=timedelta(seconds=0.5))
+    deliverer = worker(subscribed, horizon=timedelta(seconds=3))
     run_until(deliverer, lambda: all(d.status == "failed" for d in deliveries_of(subscribed)))
     first = deliveries_of(subscribed)[0]
     assert first.attempts >= 2 and "500" in first.last_error and "gave up" in first.last_error

@@ -142,3 +142,8 @@ def test_a_bye_completed_by_the_calls_end_lists_completed_before_ended(client):
 def test_an_empty_parameter_is_refused_not_taken_as_absent(client, query):
     response = client.get(f"/v1/acme/frontdesk/events?{query}", headers=HEADERS)
     assert response.status_code == 400
+
+
+def test_any_eighteen_digit_cursor_is_a_position_past_the_end(client):
+    call_with_fallback(client, CALL_SID)
+    assert feed(client, after="999999999999999999") == {"items": [], "next_cursor": "999999999999999999"}
