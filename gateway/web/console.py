@@ -36,7 +36,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.security import check_password_hash
 from werkzeug.test import Client
 
-from gateway import catalog, store, timeline
+from gateway import catalog, deliveries, store, timeline
 from gateway.config import ProjectConfig
 from gateway.destinations import METHOD_HELP
 from gateway.handoff import LIFECYCLE_STATES
@@ -529,6 +529,26 @@ def conversation(conversation_id: str):
     return render_template(
         "console/conversation.html", conversation=found, entries=timeline.build(db(), found)
     )
+
+
+# --- Event deliveries ----------------------------------------------------------------------
+
+
+@bp.get("/events")
+def event_deliveries():
+    """Each subscription's recent deliveries: status, attempts, last error, next retry."""
+    by_url: dict[str, list] = {}
+    for row in deliveries.recent(db(), project_key=g.project.key, limit=200):
+        by_url.setdefault(row.url, []).append(row)
+    return render_template("console/events.html", by_url=by_url)
+
+
+@bp.post("/events/deliveries/<int:delivery_id>/redeliver")
+def redeliver(delivery_id: int):
+    if deliveries.redeliver(db(), delivery_id, project_key=g.project.key) is None:
+        abort(404)
+    flash(f"Delivery {delivery_id} will be sent again as soon as gateway deliver is free.")
+    return redirect(url_for("console.event_deliveries"))
 
 
 @bp.errorhandler(404)
