@@ -13,6 +13,7 @@ from sqlmodel import Session, SQLModel, create_engine, select
 
 from gateway import models
 from gateway.models import Conversation, HandoffEvent, NewCall, utcnow
+from gateway.search import SearchTerms
 
 
 def make_engine(database_url: str, *, busy_timeout: float = 5.0) -> Engine:
@@ -215,6 +216,7 @@ class ConversationFilter:
     """`GET /conversations` filters (SPEC §5); None means "any"."""
 
     call_sid: str | None = None
+    shared_id: str | None = None
     state: str | None = None
     topic: str | None = None
     from_number: str | None = None
@@ -222,6 +224,23 @@ class ConversationFilter:
     since: datetime | None = None
     until: datetime | None = None
     channel: str | None = None
+    #: the console's search box and the API's `q`: any one of the ids, or the caller or number called
+    search: SearchTerms | None = None
+
+
+def _matches(search: SearchTerms):
+    """Each term is an indexed equality (id, CallSid, shared_id, caller), so the database can
+    answer the OR from its indexes; the number called is only compared when it is one of the
+    project's own numbers, and those calls are the newest rows anyway."""
+    terms = [
+        Conversation.id == search.text,
+        Conversation.call_sid == search.text,
+        Conversation.shared_id == search.text,
+        Conversation.from_number.in_((search.text, *search.numbers)),
+    ]
+    if search.called:
+        terms.append(Conversation.to_number.in_(search.called))
+    return or_(*terms)
 
 
 def list_conversations(
@@ -236,6 +255,7 @@ def list_conversations(
     query = select(Conversation).where(Conversation.project_key == project_key)
     for column, value in (
         (Conversation.call_sid, filters.call_sid),
+        (Conversation.shared_id, filters.shared_id),
         (Conversation.state, filters.state),
         (Conversation.topic, filters.topic),
         (Conversation.from_number, filters.from_number),
@@ -244,6 +264,8 @@ def list_conversations(
     ):
         if value is not None:
             query = query.where(column == value)
+    if filters.search is not None:
+        query = query.where(_matches(filters.search))
     if filters.since is not None:
         query = query.where(Conversation.started_at >= filters.since)
     if filters.until is not None:
