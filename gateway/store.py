@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from sqlalchemy import Table, and_, event, or_
+from sqlalchemy import Table, and_, event, or_, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.schema import CreateIndex
@@ -228,19 +228,27 @@ class ConversationFilter:
     search: SearchTerms | None = None
 
 
-def _matches(search: SearchTerms):
-    """Each term is an indexed equality (id, CallSid, shared_id, caller), so the database can
-    answer the OR from its indexes; the number called is only compared when it is one of the
-    project's own numbers, and those calls are the newest rows anyway."""
+def _in_project(project_key: str, search: SearchTerms | None):
+    """The project's rows, and of those the ones the search names.
+
+    A search's terms each have an index (id, CallSid, the project's shared_ids, its callers), so
+    the database answers the OR from them; `project_key || ''` stops SQLite from walking the
+    project's whole newest-first index instead (its documented unary-plus idiom). The number
+    called has no index: when the search is one of the project's own numbers, which most of its
+    calls were made to, the newest-first walk finds a page of them at once.
+    """
+    within = Conversation.project_key == project_key
+    if search is None:
+        return within
     terms = [
         Conversation.id == search.text,
         Conversation.call_sid == search.text,
-        Conversation.shared_id == search.text,
-        Conversation.from_number.in_((search.text, *search.numbers)),
+        and_(within, Conversation.shared_id == search.text),
+        and_(within, Conversation.from_number.in_((search.text, *search.numbers))),
     ]
     if search.called:
-        terms.append(Conversation.to_number.in_(search.called))
-    return or_(*terms)
+        return and_(within, or_(*terms, Conversation.to_number.in_(search.called)))
+    return and_((Conversation.project_key + "") == project_key, or_(*terms))
 
 
 def list_conversations(
@@ -252,7 +260,7 @@ def list_conversations(
     after: tuple[datetime, str] | None = None,
 ) -> list[Conversation]:
     """Newest first; `after` is the (started_at, id) of the last row already shown (keyset paging)."""
-    query = select(Conversation).where(Conversation.project_key == project_key)
+    query = select(Conversation).where(_in_project(project_key, filters.search))
     for column, value in (
         (Conversation.call_sid, filters.call_sid),
         (Conversation.shared_id, filters.shared_id),
@@ -264,20 +272,14 @@ def list_conversations(
     ):
         if value is not None:
             query = query.where(column == value)
-    if filters.search is not None:
-        query = query.where(_matches(filters.search))
     if filters.since is not None:
         query = query.where(Conversation.started_at >= filters.since)
     if filters.until is not None:
         query = query.where(Conversation.started_at < filters.until)
     if after is not None:
-        started_at, conversation_id = after
-        query = query.where(
-            or_(
-                Conversation.started_at < started_at,
-                and_(Conversation.started_at == started_at, Conversation.id < conversation_id),
-            )
-        )
+        # A row-value comparison: both SQLite and PostgreSQL seek the newest-first index to it,
+        # so a page deep in the history costs what the first one does.
+        query = query.where(tuple_(Conversation.started_at, Conversation.id) < tuple_(*after))
     query = query.order_by(Conversation.started_at.desc(), Conversation.id.desc()).limit(limit)
     return list(session.exec(query))
 

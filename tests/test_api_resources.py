@@ -51,6 +51,20 @@ def test_newest_first_with_a_cursor_through_every_page(client, five_conversation
     assert seen == [row.id for row in reversed(five_conversations)]
 
 
+def test_rows_of_the_same_instant_are_each_paged_once(client, session):
+    moment = utcnow() - timedelta(minutes=5)
+    rows = [Conversation(project_key=ACME, channel="chat", started_at=moment) for _ in range(5)]
+    session.add_all(rows)
+    session.commit()
+    seen, cursor = [], None
+    while True:
+        body = get(client, "/conversations", limit=2, **({"cursor": cursor} if cursor else {})).get_json()
+        seen += [item["id"] for item in body["items"]]
+        if not (cursor := body["next_cursor"]):
+            break
+    assert seen == sorted((row.id for row in rows), reverse=True)
+
+
 def test_filters_narrow_the_list(client, five_conversations):
     def ids(**params):
         return {item["id"] for item in get(client, "/conversations", **params).get_json()["items"]}
