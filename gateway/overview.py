@@ -54,8 +54,10 @@ class DayOverview:
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """From the day's first instant to the next day's (the calendar's last day ends at its end)."""
     start = datetime.combine(day, time.min, tzinfo=timezone.utc)
-    return start, start + timedelta(days=1)
+    end = start + timedelta(days=1) if day < date.max else datetime.max.replace(tzinfo=timezone.utc)
+    return start, end
 
 
 def for_day(session: Session, project_key: str, day: date) -> DayOverview:

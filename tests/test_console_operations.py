@@ -94,6 +94,11 @@ def test_several_matches_are_listed_with_the_search_kept(operator, callers):
     assert listed_ids(to_front_desk) == [callers["other"].id, callers["first"].id]
 
 
+def test_the_last_day_of_the_calendar_is_a_day_like_any(operator, callers):
+    response = operator.get("/console/conversations", query_string={"date": "9999-12-31"})
+    assert response.status_code == 200 and listed_ids(response) == []
+
+
 def test_no_match_says_so(operator, callers):
     response = operator.get("/console/conversations", query_string={"q": "CRM-0000"})
     assert response.status_code == 200
@@ -346,7 +351,11 @@ def test_the_overview_counts_todays_handoffs_from_their_history(operator, consol
     assert re.search(r'id="tile-handoffs"><h2>Handoffs</h2><p class="figure">1<', previous.text)
 
 
-def test_a_day_that_is_not_a_date_is_explained(operator):
-    page = operator.get("/console/overview", query_string={"day": "monday"})
+@pytest.mark.parametrize(
+    "day,explained",
+    [("monday", "write the day as YYYY-MM-DD"), ("9999-12-31", "that day has not come yet"), ("0001-01-01", "Handoffs 0")],
+)
+def test_a_day_that_cannot_be_shown_is_explained(operator, day, explained):
+    page = operator.get("/console/overview", query_string={"day": day})
     assert page.status_code == 200
-    assert "write the day as YYYY-MM-DD" in text_of(page)
+    assert explained in text_of(page)

@@ -13,7 +13,7 @@ import math
 import secrets
 import uuid
 from xml.etree import ElementTree
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from urllib.parse import urlsplit
 
@@ -500,8 +500,7 @@ def _filters_from(args) -> tuple[store.ConversationFilter, dict[str, str]]:
         except ValueError:
             errors["date"] = "write the date as YYYY-MM-DD"
         else:
-            since = datetime.combine(day, time.min, tzinfo=timezone.utc)
-            until = since + timedelta(days=1)
+            since, until = overview.day_bounds(day)
     filters = store.ConversationFilter(
         state=state,
         topic=args.get("topic", "").strip() or None,
@@ -570,6 +569,9 @@ def conversation(conversation_id: str):
 # --- Overview ------------------------------------------------------------------------------
 
 
+OUTCOME_TITLES = {"handoff_completed": "Reached an agent", "handoff_failed": "Failed", "handoff_initiated": "In progress"}
+
+
 @bp.get("/overview")
 def day_overview():
     today = datetime.now(timezone.utc).date()
@@ -578,18 +580,17 @@ def day_overview():
         try:
             day = date.fromisoformat(request.args["day"])
         except ValueError:
-            error = "write the day as YYYY-MM-DD"
+            day, error = today, "write the day as YYYY-MM-DD"
+        if day > today:
+            day, error = today, "that day has not come yet (days are UTC); here is today"
     return render_template(
         "console/overview.html",
         figures=overview.for_day(db(), g.project.key, day),
         error=error,
         outcome_titles=OUTCOME_TITLES,
-        previous_day=day - timedelta(days=1),
+        previous_day=day - timedelta(days=1) if day > date.min else None,
         next_day=day + timedelta(days=1) if day < today else None,
     )
-
-
-OUTCOME_TITLES = {"handoff_completed": "Reached an agent", "handoff_failed": "Failed", "handoff_initiated": "In progress"}
 
 
 @bp.errorhandler(404)
