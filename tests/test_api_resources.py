@@ -258,3 +258,10 @@ def test_json_that_cannot_be_stored_is_400_not_500(client, raw):
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "invalid_json"
     assert client.get(f"{BASE}/handoff_destinations", headers=KEY).get_json()["items"][-1]["name"] != "\ud800"
+
+
+def test_the_search_filters_are_documented_with_the_list(client):
+    operation = client.get("/openapi.json").get_json()["paths"]["/v1/{account_id}/{project_id}/conversations"]["get"]
+    documented = {parameter["name"]: parameter for parameter in operation["parameters"]}
+    assert {"shared_id", "q"} <= set(documented)
+    assert documented["q"]["in"] == "query" and "(415) 555-1234" in documented["q"]["description"]
