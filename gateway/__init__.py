@@ -12,7 +12,7 @@ from gateway.config import load_config
 from gateway.runtime import Gateway
 from gateway.settings import Settings
 from gateway.spool import Spool
-from gateway.failopen import DATABASE_ERRORS
+from gateway.call_records import DATABASE_ERRORS
 from gateway.store import make_engine
 from gateway.twiml import TwimlRenderer
 from gateway.twilio_rest import make_client
@@ -27,6 +27,7 @@ from gateway.web import (
     sms,
     voice,
 )
+from gateway.web.inbound_call import InboundCallEndpoint
 from gateway.web.logcontext import configure_logging
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["gateway"].spool.create()
     if not settings.auth_token:
         log.error("TWILIO_AUTH_TOKEN is not set: Twilio webhooks will answer 503 until it is")
-    if settings.trusted_proxies:
-        hops = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
-
     app.teardown_appcontext(close_db)
     app.register_blueprint(voice.bp)
     app.register_blueprint(sms.bp)
@@ -78,4 +75,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     console.register(app)
     ops.init_app(app)
     configure_logging(app)
+    app.wsgi_app = InboundCallEndpoint(app, app.wsgi_app)
+    if settings.trusted_proxies:  # outermost: every path sees the client's scheme and host
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
     return app

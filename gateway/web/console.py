@@ -36,7 +36,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.security import check_password_hash
 from werkzeug.test import Client
 
-from gateway import calls, catalog, overview, search, store, timeline, transcript
+from gateway import callflow, catalog, overview, search, store, timeline, transcript
 from gateway.config import NumberRoute, ProjectConfig
 from gateway.destinations import METHOD_HELP
 from gateway.handoff import LIFECYCLE_STATES
@@ -350,7 +350,7 @@ def _transfer_orders(project: ProjectConfig) -> dict[str, list[str]]:
     orders = {}
     for number in project.numbers:
         route = NumberRoute(project, number)
-        order = [calls.next_destination(project, route, attempt, None) for attempt in range(project.max_attempts)]
+        order = [callflow.next_destination(project, route, attempt, None) for attempt in range(project.max_attempts)]
         orders[number.number] = [name for name in order if name is not None]
     return orders
 
