@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from sqlalchemy import Table, and_, bindparam, event, or_
+from sqlalchemy import Table, and_, bindparam, event, or_, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -17,6 +17,7 @@ from sqlmodel import Session, SQLModel, create_engine, select
 
 from gateway import models, sqlite_writer
 from gateway.models import Conversation, HandoffEvent, utcnow
+from gateway.search import SearchTerms
 
 
 def make_engine(database_url: str, *, busy_timeout: float = 5.0) -> Engine:
@@ -289,6 +290,7 @@ class ConversationFilter:
     """`GET /conversations` filters (SPEC §5); None means "any"."""
 
     call_sid: str | None = None
+    shared_id: str | None = None
     state: str | None = None
     topic: str | None = None
     from_number: str | None = None
@@ -296,6 +298,31 @@ class ConversationFilter:
     since: datetime | None = None
     until: datetime | None = None
     channel: str | None = None
+    #: the console's search box and the API's `q`: any one of the ids, or the caller or number called
+    search: SearchTerms | None = None
+
+
+def _in_project(project_key: str, search: SearchTerms | None):
+    """The project's rows, and of those the ones the search names.
+
+    A search's terms each have an index (id, CallSid, the project's shared_ids, its callers), so
+    the database answers the OR from them; `project_key || ''` stops SQLite from walking the
+    project's whole newest-first index instead (its documented unary-plus idiom). The number
+    called has no index: when the search is one of the project's own numbers, which most of its
+    calls were made to, the newest-first walk finds a page of them at once.
+    """
+    within = Conversation.project_key == project_key
+    if search is None:
+        return within
+    terms = [
+        Conversation.id == search.text,
+        Conversation.call_sid == search.text,
+        and_(within, Conversation.shared_id == search.text),
+        and_(within, Conversation.from_number.in_((search.text, *search.numbers))),
+    ]
+    if search.called:
+        return and_(within, or_(*terms, Conversation.to_number.in_(search.called)))
+    return and_((Conversation.project_key + "") == project_key, or_(*terms))
 
 
 def list_conversations(
@@ -307,9 +334,10 @@ def list_conversations(
     after: tuple[datetime, str] | None = None,
 ) -> list[Conversation]:
     """Newest first; `after` is the (started_at, id) of the last row already shown (keyset paging)."""
-    query = select(Conversation).where(Conversation.project_key == project_key)
+    query = select(Conversation).where(_in_project(project_key, filters.search))
     for column, value in (
         (Conversation.call_sid, filters.call_sid),
+        (Conversation.shared_id, filters.shared_id),
         (Conversation.state, filters.state),
         (Conversation.topic, filters.topic),
         (Conversation.from_number, filters.from_number),
@@ -323,13 +351,9 @@ def list_conversations(
     if filters.until is not None:
         query = query.where(Conversation.started_at < filters.until)
     if after is not None:
-        started_at, conversation_id = after
-        query = query.where(
-            or_(
-                Conversation.started_at < started_at,
-                and_(Conversation.started_at == started_at, Conversation.id < conversation_id),
-            )
-        )
+        # A row-value comparison: both SQLite and PostgreSQL seek the newest-first index to it,
+        # so a page deep in the history costs what the first one does.
+        query = query.where(tuple_(Conversation.started_at, Conversation.id) < tuple_(*after))
     query = query.order_by(Conversation.started_at.desc(), Conversation.id.desc()).limit(limit)
     return list(session.exec(query))
 
