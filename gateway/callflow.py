@@ -111,6 +111,8 @@ def dial_result_from_twilio(form, attempt: int) -> TransferResult:
         parts = [f"DialCallStatus={status}"]
         if form.get("DialSipResponseCode"):
             parts.append(f"SIP {form['DialSipResponseCode']}")
+        if form.get("DialCallDuration", "").isdigit():  # the agent's talk time: the overview's time to answer
+            parts.append(f"DialCallDuration={form['DialCallDuration']}")
         return TransferResult(attempt, status in DIAL_SUCCESS, " ".join(parts), caller_gone)
     status = form.get("ReferCallStatus")
     codes = [form.get("ReferSipResponseCode"), form.get("NotifySipResponseCode")]

@@ -71,6 +71,13 @@ def test_an_answered_dial_completes_the_handoff_and_hangs_up(client, session):
     assert store.history(session, conversation.id)[-1].detail == "DialCallStatus=completed"
 
 
+def test_an_answered_dials_talk_time_is_kept_in_its_history(client, session):
+    """Twilio's DialCallDuration lets the console's overview work out how long the agent took to answer."""
+    first, conversation = start_call(client, session)
+    report(client, action_path(first), DialCallStatus="completed", DialCallDuration="42", DialCallSid="CA" + "e" * 32)
+    assert store.history(session, conversation.id)[-1].detail == "DialCallStatus=completed DialCallDuration=42"
+
+
 @pytest.mark.parametrize("status", ["busy", "no-answer", "failed", "canceled"])
 def test_a_failed_dial_falls_back_to_the_numbers_fallback(client, session, status):
     first, conversation = start_call(client, session)
