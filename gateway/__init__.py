@@ -10,6 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.config import load_config
 from gateway.runtime import Gateway
+from gateway.schema import DatabaseBehind
 from gateway.settings import Settings
 from gateway.spool import Spool
 from gateway.failopen import DATABASE_ERRORS
@@ -27,6 +28,7 @@ from gateway.web import (
     sms,
     voice,
 )
+from gateway.web.errors import handle_database_behind
 from gateway.web.logcontext import configure_logging
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     try:
         app.extensions["gateway"].ensure_schema()
     except DATABASE_ERRORS as error:
-        log.error("database unreachable at start-up; serving anyway, calls fail open until it answers: %s", error)
+        log.error("database not ready at start-up; serving anyway, calls fail open until it is: %s", error)
     engine.dispose()  # gunicorn --preload forks after this: workers must open their own connections
     app.extensions["gateway"].spool.create()
     if not settings.auth_token:
@@ -72,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
 
     app.teardown_appcontext(close_db)
+    app.register_error_handler(DatabaseBehind, handle_database_behind)
     app.register_blueprint(voice.bp)
     app.register_blueprint(sms.bp)
     api.register(app, modules=[api, api_conversations, api_destinations, api_messaging])

@@ -14,12 +14,12 @@ from sqlmodel import Session
 from twilio.request_validator import RequestValidator
 from werkzeug.security import generate_password_hash
 
-from gateway import catalog, failopen
+from gateway import catalog, failopen, schema
 from gateway.config import ConfigError, GatewayConfig, ProjectConfig, hash_api_key, load_config
 from gateway.models import ApiKey
 from gateway.settings import Settings
 from gateway.spool import Spool
-from gateway.store import init_db, make_engine
+from gateway.store import make_engine
 
 DEFAULT_SIMULATE_URL = "http://127.0.0.1:8000/voice/call"
 MIN_PASSWORD_LENGTH = 8
@@ -49,14 +49,37 @@ def check_config(path: str | None) -> None:
     click.echo(_config(path).summary())
 
 
+@main.group("db")
+def database() -> None:
+    """Create and upgrade the database schema (Alembic migrations; see docs/migrations.md)."""
+
+
+@database.command("upgrade")
+def upgrade_database() -> None:
+    """Create the database ($GATEWAY_DATABASE_URL) or bring it to this release's schema.
+
+    A database made before migrations is adopted, its rows kept. Safe to run from several
+    instances at once: one migrates, the others wait and find nothing left to do.
+    """
+    engine = make_engine(_settings().database_url)
+    try:
+        revision = schema.upgrade(engine)
+    finally:
+        engine.dispose()
+    click.echo(f"database at revision {revision}: {engine.url.render_as_string(hide_password=True)}")
+
+
+@database.command("revision")
+@click.option("-m", "--message", required=True, help="what the revision changes, e.g. 'add the events table'")
+def new_revision(message: str) -> None:
+    """For developers: write the next migration from what the models add (review it, then commit)."""
+    click.echo(f"wrote {schema.new_revision(message)}")
+
+
 @main.command("init-db")
 def init_database() -> None:
-    """Create the database tables ($GATEWAY_DATABASE_URL); existing tables are left alone."""
-    settings = _settings()
-    engine = make_engine(settings.database_url)
-    init_db(engine)
-    engine.dispose()
-    click.echo(f"database ready: {engine.url.render_as_string(hide_password=True)}")
+    """The same as `gateway db upgrade`."""
+    click.get_current_context().invoke(upgrade_database)
 
 
 @main.group("api-key")
@@ -212,10 +235,14 @@ def _project(config: GatewayConfig, account: str | None, project: str | None) ->
 
 @contextmanager
 def _database() -> Iterator[Session]:
-    """A session on $GATEWAY_DATABASE_URL, its tables made if missing."""
+    """A session on $GATEWAY_DATABASE_URL, its tables made if it is empty; exits 1 if it is behind."""
     engine = make_engine(_settings().database_url)
     try:
-        init_db(engine)
+        try:
+            schema.check(engine)
+        except schema.DatabaseBehind as error:
+            click.echo(str(error), err=True)
+            sys.exit(1)
         with Session(engine) as session:
             yield session
     finally:
@@ -285,7 +312,7 @@ def replay_spool() -> None:
     spool = Spool(settings.spool_dir)
     engine = make_engine(settings.database_url, busy_timeout=settings.database_busy_timeout)
     try:
-        init_db(engine)
+        schema.check(engine)
         applied = failopen.replay(spool, engine, config=config)
     except failopen.UNAVAILABLE as error:
         click.echo(f"the database is still unavailable; nothing more replayed: {error}", err=True)

@@ -8,10 +8,8 @@ from functools import lru_cache
 from sqlalchemy import Table, and_, event, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.schema import CreateIndex
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel import Session, create_engine, select
 
-from gateway import models
 from gateway.models import Conversation, HandoffEvent, NewCall, utcnow
 
 
@@ -46,20 +44,6 @@ def make_engine(database_url: str, *, busy_timeout: float = 5.0) -> Engine:
         pool_timeout=busy_timeout,
         connect_args=connect_args,
     )
-
-
-def init_db(engine: Engine) -> None:
-    """Create any missing table, and any index added since the database was made; safe on every start.
-
-    create_all skips an existing table with its indexes, so an index a later version adds is
-    created here; IF NOT EXISTS lets workers starting together race harmlessly.
-    """
-    assert models  # the tables register themselves on import
-    SQLModel.metadata.create_all(engine)
-    with engine.begin() as connection:
-        for table in SQLModel.metadata.sorted_tables:
-            for index in table.indexes:
-                connection.execute(CreateIndex(index, if_not_exists=True))
 
 
 def as_utc(moment: datetime | None) -> datetime | None:

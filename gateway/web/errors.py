@@ -1,8 +1,10 @@
 """The API's one error shape: {"error": {"code", "message"}} (SPEC §5)."""
 from __future__ import annotations
 
-from flask import jsonify
+from flask import jsonify, request
 from werkzeug.exceptions import HTTPException
+
+from gateway.schema import DatabaseBehind
 
 
 class ApiError(Exception):
@@ -38,3 +40,10 @@ def handle_http_error(error: HTTPException):
     """Werkzeug's own errors (unknown path, wrong method, body too large) in the same shape."""
     code = _HTTP_CODES.get(error.code or 500, "http_error")
     return error_response(error.code or 500, code, error.description or error.name)
+
+
+def handle_database_behind(error: DatabaseBehind):
+    """503 naming the command to run; the API in its JSON shape. (The webhooks fail open instead.)"""
+    if request.path.startswith("/v1/"):
+        return error_response(503, "database_behind", str(error))
+    return str(error), 503, {"Content-Type": "text/plain; charset=utf-8"}
