@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     database answers, and the tables are made then.
     """
     settings = settings or Settings()
+    configure_logging(settings.auth_token)
     config = load_config(settings.config_path)
     engine = make_engine(settings.database_url, busy_timeout=settings.database_busy_timeout)
 
@@ -80,5 +81,4 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register(app, modules=[api, api_conversations, api_destinations, api_messaging])
     console.register(app)
     ops.init_app(app)
-    configure_logging(app)
     return app

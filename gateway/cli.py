@@ -5,6 +5,7 @@ import secrets
 import sys
 import uuid
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -37,7 +38,7 @@ def _config(path: str | None) -> GatewayConfig:
         sys.exit(1)
 
 
-@click.group(help="Operate the Handoff Gateway. Settings come from the environment (see README).")
+@click.group(help="Operate the Handoff Gateway. Settings come from the environment and .env (see Settings in the README).")
 def main() -> None:
     pass
 
@@ -153,13 +154,16 @@ def destinations(context: click.Context, account: str | None, project: str | Non
                 click.echo(f"  {destination.name}  {destination.method}{route}  [{source}]")
 
 
-def _destination_options(command):
-    """The destination's fields as options (SPEC §2); each one left out is left as it is."""
+def _destination_options(command, *, method_help: str):
+    """The destination's fields as options (SPEC §2); each one left out is left as it is.
+
+    `method_help`: add applies refer when --method is left out, update keeps the method.
+    """
     options = [
         click.option("--account", required=True, help="the account (ws-acme or acme)"),
         click.option("--project", required=True, help="the project (PROJECT-x or x)"),
         click.option("--description", default=None),
-        click.option("--method", type=click.Choice(["refer", "invite", "bye"]), default=None, help="default: refer"),
+        click.option("--method", type=click.Choice(["refer", "invite", "bye"]), default=None, help=method_help),
         click.option("--route", default=None, help="E.164 number, +1…;ext=…, sip:/sips: URI or bare extension"),
         click.option("--timeout", type=int, default=None, help="seconds to ring (5-600)"),
         click.option("--utterance", default=None, help="said to the caller before the transfer"),
@@ -186,7 +190,7 @@ def _destination_body(sip_headers: tuple[str, ...], **fields) -> dict:
 
 @destinations.command("add")
 @click.argument("name")
-@_destination_options
+@partial(_destination_options, method_help="default: refer")
 def add_destination(name: str, account: str, project: str, sip_headers: tuple[str, ...], **fields) -> None:
     """Add a destination NAME to a project (stored in the database, as the API and console do)."""
     project_config = _project(_config(None), account, project)
@@ -198,7 +202,7 @@ def add_destination(name: str, account: str, project: str, sip_headers: tuple[st
 @destinations.command("update")
 @click.argument("name")
 @click.option("--new-name", default=None, help="rename it")
-@_destination_options
+@partial(_destination_options, method_help="left as it is when not given")
 def update_destination(
     name: str, new_name: str | None, account: str, project: str, sip_headers: tuple[str, ...], **fields
 ) -> None:
@@ -264,16 +268,16 @@ def _catalog_errors() -> Iterator[None]:
 @click.option("--from", "from_number", required=True, help="the caller's number, E.164")
 @click.option(
     "--url",
-    default=DEFAULT_SIMULATE_URL,
-    show_default=True,
-    help="the gateway's /voice/call as Twilio would call it (its GATEWAY_PUBLIC_URL, if set)",
+    default=None,
+    help=f"the gateway's /voice/call as Twilio would call it  [default: $GATEWAY_PUBLIC_URL/voice/call, or {DEFAULT_SIMULATE_URL}]",
 )
-def simulate_call(to_number: str, from_number: str, url: str) -> None:
+def simulate_call(to_number: str, from_number: str, url: str | None) -> None:
     """Send a /voice/call signed with TWILIO_AUTH_TOKEN to a running gateway and print the TwiML.
 
     The gateway treats it as a real call: it records a conversation with a new CallSid.
     """
     settings = _settings()
+    url = url or (f"{settings.public_url}/voice/call" if settings.public_url else DEFAULT_SIMULATE_URL)
     if settings.auth_token is None:
         click.echo("TWILIO_AUTH_TOKEN is not set: it is needed to sign the request", err=True)
         sys.exit(1)

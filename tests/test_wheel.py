@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,14 +22,10 @@ import pytest
 import requests
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from tests.support import AUTH_TOKEN, CONFIG_TOML, call_params, same_twiml, sign, twiml_root
-
-CHECKOUT = Path(__file__).resolve().parent.parent
-#: What a clean clone would not hand to the build: local state and earlier build output.
-NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv", "__pycache__", "*.pyc", "build", "dist", "*.egg-info", "spool", "*.db*", ".env",
-    ".pytest_cache",
+from tests.support import (
+    AUTH_TOKEN, CHECKOUT, CONFIG_TOML, NOT_SOURCE, call_params, free_port, same_twiml, sign, twiml_root,
 )
+
 START_SECONDS = 60
 
 
@@ -38,12 +33,6 @@ def _run(*command, cwd: Path, env: dict | None = None) -> str:
     finished = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, f"{' '.join(map(str, command))} failed:\n{finished.stdout}\n{finished.stderr}"
     return finished.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +64,7 @@ def test_the_wheel_carries_the_twiml_templates(installed_wheel, tmp_path):
 def test_the_installed_wheel_answers_a_signed_call_under_gunicorn(installed_wheel, tmp_path):
     """`gunicorn "gateway:create_app()"` in a folder holding only gateway.toml (SPEC §3 defaults)."""
     (tmp_path / "gateway.toml").write_text(CONFIG_TOML)
-    port = _free_port()
+    port = free_port()
     env = {name: value for name, value in os.environ.items()
            if not name.startswith(("GATEWAY_", "TWILIO_", "PYTHON"))}
     env["TWILIO_AUTH_TOKEN"] = AUTH_TOKEN
