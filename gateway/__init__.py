@@ -10,7 +10,6 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.config import load_config
 from gateway.runtime import Gateway
-from gateway.schema import DatabaseBehind
 from gateway.settings import Settings
 from gateway.spool import Spool
 from gateway.failopen import DATABASE_ERRORS
@@ -24,11 +23,11 @@ from gateway.web import (
     api_messaging,
     close_db,
     console,
+    errors,
     ops,
     sms,
     voice,
 )
-from gateway.web.errors import handle_database_behind
 from gateway.web.logcontext import configure_logging
 
 log = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
 
     app.teardown_appcontext(close_db)
-    app.register_error_handler(DatabaseBehind, handle_database_behind)
+    errors.init_app(app)
     app.register_blueprint(voice.bp)
     app.register_blueprint(sms.bp)
     api.register(app, modules=[api, api_conversations, api_destinations, api_messaging])

@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 
 from gateway.config import ProjectConfig
 from gateway.destinations import Destination, check_destination
+from gateway.errors import GatewayError
 from gateway.models import StoredDestination, utcnow
 
 Source = Literal["config", "database"]
@@ -23,14 +24,6 @@ Source = Literal["config", "database"]
 class Entry:
     destination: Destination
     source: Source
-
-
-class CatalogError(Exception):
-    """A refused write: `code` is the API error code, `field` the form field to show it beside."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
 
 
 def _stored(session: Session, project: ProjectConfig, name: str) -> StoredDestination | None:
@@ -62,7 +55,7 @@ def find(session: Session, project: ProjectConfig, name: str) -> Entry | None:
 
 
 def validate(body: dict, project: ProjectConfig) -> Destination:
-    """Parse and check a destination from API/console input, or raise a 400 CatalogError."""
+    """Parse and check a destination from API/console input, or raise a 400 GatewayError."""
     try:
         destination = Destination.model_validate(body)
     except ValidationError as error:
@@ -71,11 +64,11 @@ def validate(body: dict, project: ProjectConfig) -> Destination:
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = "unknown field"
-        raise CatalogError(400, "invalid_destination", f"{field}: {message}", field) from None
+        raise GatewayError(400, "invalid_destination", f"{field}: {message}", field) from None
     problem = check_destination(destination, sip_domain=project.sip_domain)
     if problem:
         field, message = problem
-        raise CatalogError(400, "invalid_destination", f"{field}: {message}", field)
+        raise GatewayError(400, "invalid_destination", f"{field}: {message}", field)
     return destination
 
 
@@ -117,16 +110,16 @@ def delete(session: Session, project: ProjectConfig, name: str) -> None:
 
 def _writable(session: Session, project: ProjectConfig, name: str) -> StoredDestination:
     if project.destination(name) is not None:
-        raise CatalogError(
+        raise GatewayError(
             409,
             "managed_by_config",
             f"{name!r} comes from the config file ({project.key}); change it there.",
         )
     row = _stored(session, project, name)
     if row is None:
-        raise CatalogError(404, "destination_not_found", f"No destination named {name!r} in this project.")
+        raise GatewayError(404, "destination_not_found", f"No destination named {name!r} in this project.")
     return row
 
 
-def _duplicate(name: str) -> CatalogError:
-    return CatalogError(409, "duplicate_destination", f"A destination named {name!r} already exists.", "name")
+def _duplicate(name: str) -> GatewayError:
+    return GatewayError(409, "duplicate_destination", f"A destination named {name!r} already exists.", "name")

@@ -17,6 +17,7 @@ from werkzeug.security import generate_password_hash
 
 from gateway import catalog, failopen, schema
 from gateway.config import ConfigError, GatewayConfig, ProjectConfig, hash_api_key, load_config
+from gateway.errors import GatewayError
 from gateway.models import ApiKey
 from gateway.settings import Settings
 from gateway.spool import Spool
@@ -258,7 +259,7 @@ def _catalog_errors() -> Iterator[None]:
     """A refused change exits 1 with the same code and sentence the API would answer."""
     try:
         yield
-    except catalog.CatalogError as error:
+    except GatewayError as error:
         click.echo(f"{error.code}: {error.message}", err=True)
         sys.exit(1)
 

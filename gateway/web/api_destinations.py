@@ -4,15 +4,10 @@ from __future__ import annotations
 from flask import Response, g, jsonify
 
 from gateway import catalog, openapi
-from gateway.catalog import CatalogError, Entry
+from gateway.catalog import Entry
+from gateway.errors import GatewayError
 from gateway.web import db
 from gateway.web.api import bp, json_body
-from gateway.web.errors import ApiError, error_response
-
-
-@bp.errorhandler(CatalogError)
-def _catalog_error(error: CatalogError):
-    return error_response(error.status, error.code, error.message)
 
 
 def destination_json(entry: Entry) -> dict:
@@ -22,7 +17,7 @@ def destination_json(entry: Entry) -> dict:
 def _entry_or_404(name: str) -> Entry:
     entry = catalog.find(db(), g.project, name)
     if entry is None:
-        raise ApiError(404, "destination_not_found", f"No destination named {name!r} in this project.")
+        raise GatewayError(404, "destination_not_found", f"No destination named {name!r} in this project.")
     return entry
 
 

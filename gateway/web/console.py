@@ -39,6 +39,7 @@ from werkzeug.test import Client
 from gateway import catalog, store, timeline
 from gateway.config import ProjectConfig
 from gateway.destinations import METHOD_HELP
+from gateway.errors import GatewayError
 from gateway.handoff import LIFECYCLE_STATES
 from gateway.safe_text import is_storable
 from gateway.web import current_gateway, db
@@ -301,7 +302,7 @@ def _read_form(form: MultiDict) -> tuple[dict, dict, dict[str, str]]:
     return typed, body, errors
 
 
-def _field_errors(error: catalog.CatalogError) -> dict[str, str]:
+def _field_errors(error: GatewayError) -> dict[str, str]:
     """Put the catalog's error beside its field; one without a field goes at the top of the form."""
     field = (error.field or "").split(".")[0]
     if field in _FORM_FIELDS:
@@ -338,7 +339,7 @@ def new_handoff():
         return _render_handoff_form(typed, errors, status=400)
     try:
         destination = catalog.create(db(), g.project, body)
-    except catalog.CatalogError as error:
+    except GatewayError as error:
         return _render_handoff_form(typed, _field_errors(error), status=error.status)
     flash(f"Added {destination.name}.")
     return redirect(url_for("console.handoffs"))
@@ -367,7 +368,7 @@ def edit_handoff(name: str):
     body.setdefault("timeout", None)
     try:
         destination = catalog.update(db(), g.project, name, body)
-    except catalog.CatalogError as error:
+    except GatewayError as error:
         return _render_handoff_form(typed, _field_errors(error), editing=name, status=error.status)
     flash(f"Saved {destination.name}.")
     return redirect(url_for("console.handoffs"))
@@ -377,7 +378,7 @@ def edit_handoff(name: str):
 def delete_handoff(name: str):
     try:
         catalog.delete(db(), g.project, name)
-    except catalog.CatalogError as error:
+    except GatewayError as error:
         flash(error.message, "error")
     else:
         flash(f"Deleted {name}.")
