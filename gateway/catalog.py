@@ -1,7 +1,8 @@
 """A project's destinations: the config file's (read-only) and those made through the API or console.
 
 Names are unique across both. Every write goes through `Destination`'s validation and
-`check_destination`, the same rules the config file obeys.
+`check_destination`, the same rules the config file obeys. Writes are staged in the caller's
+session (gateway/project_store.py holds the SQL); the caller commits.
 """
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session
 
+from gateway import project_store
 from gateway.config import ProjectConfig
 from gateway.destinations import Destination, check_destination
 from gateway.errors import GatewayError
-from gateway.models import StoredDestination, utcnow
+from gateway.models import StoredDestination
 
 Source = Literal["config", "database"]
 
@@ -26,22 +27,10 @@ class Entry:
     source: Source
 
 
-def _stored(session: Session, project: ProjectConfig, name: str) -> StoredDestination | None:
-    return session.exec(
-        select(StoredDestination).where(
-            StoredDestination.project_key == project.key, StoredDestination.name == name
-        )
-    ).first()
-
-
 def list_destinations(session: Session, project: ProjectConfig) -> list[Entry]:
     """The file's destinations first, in file order, then the stored ones by name."""
     entries = [Entry(d, "config") for d in project.destinations]
-    rows = session.exec(
-        select(StoredDestination)
-        .where(StoredDestination.project_key == project.key)
-        .order_by(StoredDestination.name)
-    )
+    rows = project_store.stored_destinations(session, project.key)
     entries.extend(Entry(Destination.model_validate(row.body), "database") for row in rows)
     return entries
 
@@ -50,7 +39,7 @@ def find(session: Session, project: ProjectConfig, name: str) -> Entry | None:
     configured = project.destination(name)
     if configured is not None:
         return Entry(configured, "config")
-    row = _stored(session, project, name)
+    row = project_store.stored_destination(session, project.key, name)
     return Entry(Destination.model_validate(row.body), "database") if row else None
 
 
@@ -73,39 +62,27 @@ def validate(body: dict, project: ProjectConfig) -> Destination:
 
 
 def create(session: Session, project: ProjectConfig, body: dict) -> Destination:
+    """Stage a new stored destination; the caller commits."""
     destination = validate(body, project)
     if find(session, project, destination.name) is not None:
         raise _duplicate(destination.name)
-    session.add(
-        StoredDestination(
-            project_key=project.key, name=destination.name, body=destination.model_dump(mode="json")
-        )
-    )
-    try:
-        session.commit()
-    except IntegrityError:  # a concurrent create of the same name won the race
-        session.rollback()
-        raise _duplicate(destination.name) from None
+    if not project_store.add_destination(session, project.key, destination.name, destination.model_dump(mode="json")):
+        raise _duplicate(destination.name)  # a concurrent create of the same name won the race
     return destination
 
 
 def update(session: Session, project: ProjectConfig, name: str, changes: dict) -> Destination:
-    """Apply a partial change (PATCH); renaming is allowed when the new name is free."""
+    """Stage a partial change (PATCH); renaming is allowed when the new name is free."""
     row = _writable(session, project, name)
     destination = validate({**row.body, **changes}, project)
     if destination.name != name and find(session, project, destination.name) is not None:
         raise _duplicate(destination.name)
-    row.name = destination.name
-    row.body = destination.model_dump(mode="json")
-    row.updated_at = utcnow()
-    session.add(row)
-    session.commit()
+    project_store.change_destination(session, row, destination.name, destination.model_dump(mode="json"))
     return destination
 
 
 def delete(session: Session, project: ProjectConfig, name: str) -> None:
-    session.delete(_writable(session, project, name))
-    session.commit()
+    project_store.remove_destination(session, _writable(session, project, name))
 
 
 def _writable(session: Session, project: ProjectConfig, name: str) -> StoredDestination:
@@ -115,7 +92,7 @@ def _writable(session: Session, project: ProjectConfig, name: str) -> StoredDest
             "managed_by_config",
             f"{name!r} comes from the config file ({project.key}); change it there.",
         )
-    row = _stored(session, project, name)
+    row = project_store.stored_destination(session, project.key, name)
     if row is None:
         raise GatewayError(404, "destination_not_found", f"No destination named {name!r} in this project.")
     return row

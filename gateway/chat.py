@@ -69,9 +69,11 @@ def start(
     shared_id: str | None = None,
     data: dict | None = None,
 ) -> Conversation:
-    return message_store.create_conversation(
+    conversation = message_store.create_conversation(
         session, project_key=project.key, channel="chat", shared_id=shared_id, data=data
     )
+    session.commit()
+    return conversation
 
 
 def check_open(conversation: Conversation) -> None:
@@ -98,21 +100,29 @@ def end_on_handoff(conversation: Conversation) -> None:
 
 
 def respond(session: Session, project: ProjectConfig, conversation: Conversation, message: object) -> Turn:
-    """Keep the customer's message, get the reply, and hand off when the reply says so."""
+    """Keep the customer's message, get the reply, and hand off when the reply says so.
+
+    The customer's message is committed before the assistant is asked (no lock is held while it
+    thinks, and a failed turn keeps it); the reply or handoff is committed at the end.
+    """
     if not isinstance(message, str) or not message.strip():
         raise GatewayError(400, "invalid_message", "`message` must be non-empty text.")
     if len(message) > MAX_MESSAGE_LENGTH:
         raise GatewayError(400, "invalid_message", f"`message` has {len(message)} characters; at most {MAX_MESSAGE_LENGTH}.")
     check_open(conversation)
     message_store.add_chat_message(session, conversation, role="customer", text=message)
+    session.commit()
     if project.assistant_webhook:
         answer = ask_assistant(project.assistant_webhook, conversation.id, message)
     else:
         answer = _keyword_answer(session, project, message)
     if answer.handoff is None:
         message_store.add_chat_message(session, conversation, role="assistant", text=answer.response)
-        return Turn(conversation, answer.response)
-    return _hand_off(session, project, conversation, answer)
+        turn = Turn(conversation, answer.response)
+    else:
+        turn = _hand_off(session, project, conversation, answer)
+    session.commit()
+    return turn
 
 
 def _hand_off(session: Session, project: ProjectConfig, conversation: Conversation, answer: AssistantAnswer) -> Turn:
@@ -200,3 +210,4 @@ def close(session: Session, conversation: Conversation) -> None:
     if conversation.channel not in CHAT_CHANNELS:
         raise GatewayError(409, "not_a_chat", f"Conversation {conversation.id} is a {conversation.channel} conversation, not a chat.")
     message_store.close_conversation(session, conversation)
+    session.commit()

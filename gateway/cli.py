@@ -15,10 +15,9 @@ from sqlmodel import Session
 from twilio.request_validator import RequestValidator
 from werkzeug.security import generate_password_hash
 
-from gateway import catalog, failopen, schema
+from gateway import catalog, failopen, project_store, schema
 from gateway.config import ConfigError, GatewayConfig, ProjectConfig, hash_api_key, load_config
 from gateway.errors import GatewayError
-from gateway.models import ApiKey
 from gateway.settings import Settings
 from gateway.spool import Spool
 from gateway.store import make_engine
@@ -98,7 +97,7 @@ def create_api_key(account: str, project: str, label: str | None) -> None:
     project_config = _project(_config(None), account, project)
     key = "hgw_" + secrets.token_urlsafe(32)
     with _database() as session:
-        session.add(ApiKey(project_key=project_config.key, key_sha256=hash_api_key(key), label=label))
+        project_store.add_api_key(session, project_config.key, hash_api_key(key), label)
         session.commit()
     click.echo(key)
     click.echo(f"Stored for {project_config.key}. This key is shown only once.", err=True)
@@ -197,6 +196,7 @@ def add_destination(name: str, account: str, project: str, sip_headers: tuple[st
     project_config = _project(_config(None), account, project)
     with _database() as session, _catalog_errors():
         added = catalog.create(session, project_config, {"name": name, **_destination_body(sip_headers, **fields)})
+        session.commit()
     click.echo(f"added {added.name} to {project_config.key}")
 
 
@@ -212,6 +212,7 @@ def update_destination(
     changes = _destination_body(sip_headers, name=new_name, **fields)
     with _database() as session, _catalog_errors():
         updated = catalog.update(session, project_config, name, changes)
+        session.commit()
     click.echo(f"updated {updated.name} in {project_config.key}")
 
 
@@ -224,6 +225,7 @@ def remove_destination(name: str, account: str, project: str) -> None:
     project_config = _project(_config(None), account, project)
     with _database() as session, _catalog_errors():
         catalog.delete(session, project_config, name)
+        session.commit()
     click.echo(f"removed {name} from {project_config.key}")
 
 

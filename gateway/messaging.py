@@ -254,7 +254,10 @@ def send_sms(
     from_number: object = None,
     conversation_id: str | None = None,
 ) -> SmsMessage:
-    """Check in SPEC order (input, opt-out, 10DLC), then send once and keep the message."""
+    """Check in SPEC order (input, opt-out, 10DLC), then send once and keep the message (committed).
+
+    Nothing is written before Twilio answers, so no lock is held while it is asked.
+    """
     to, body, from_number = check_input(to, body, from_number)
     try:
         sender = choose_sender(project, from_number)
@@ -279,6 +282,7 @@ def send_sms(
     except TwilioRestException as error:
         if error.code == 21610:  # Twilio knows of a STOP we missed: remember it
             message_store.opt_out(session, project.key, to, keyword="twilio_21610")
+            session.commit()
         raise GatewayError(
             422 if error.status == 400 else 502,
             "twilio_error",
@@ -288,7 +292,7 @@ def send_sms(
         ) from None
     except requests.RequestException as error:
         raise _network_error(error) from None
-    return message_store.add_outbound(
+    message = message_store.add_outbound(
         session,
         sid=sent.sid,
         project_key=project.key,
@@ -299,6 +303,8 @@ def send_sms(
         status=sent.status or "queued",
         error_code=sent.error_code,
     )
+    session.commit()
+    return message
 
 
 def _network_error(error: requests.RequestException) -> GatewayError:
@@ -361,7 +367,13 @@ class InboundResult:
 
 
 def handle_inbound(session: Session, outbox: Outbox, route: NumberRoute, sms: InboundSms) -> InboundResult:
-    """STOP/START/HELP first; any other text is a turn of the customer's SMS thread."""
+    """STOP/START/HELP first; any other text is a turn of the customer's SMS thread. Committed."""
+    result = _handle_inbound(session, outbox, route, sms)
+    session.commit()
+    return result
+
+
+def _handle_inbound(session: Session, outbox: Outbox, route: NumberRoute, sms: InboundSms) -> InboundResult:
     project = route.project
     if not message_store.record_inbound(
         session,

@@ -1,4 +1,8 @@
-"""Persistence: the engine and every read and write of the tables. No HTTP, no Twilio."""
+"""Persistence: the engine, and the reads and writes of conversations and their history.
+
+No HTTP, no Twilio. Writes are staged in the caller's session; the caller commits (texts and
+chats: gateway/message_store.py; destinations and keys: gateway/project_store.py).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,10 +67,14 @@ def _insert_or_skip(dialect: str, table: Table):
     return insert(table).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
 
 
-def _insert_ignoring_conflict(session: Session, table: Table, values: dict) -> int:
-    """Insert a row unless it clashes with a unique one, so racing writers never raise; rows inserted."""
+def insert_ignoring_conflict(session: Session, table: Table, values: dict) -> int:
+    """Stage a row unless it clashes with a unique one, so racing writers never raise; rows inserted."""
     statement = _insert_or_skip(session.get_bind().dialect.name, table)
     return session.connection().execute(statement, values).rowcount
+
+
+#: The name add_new_call and insert_call still use; issue 10 rewrites them (leave them be here).
+_insert_ignoring_conflict = insert_ignoring_conflict
 
 
 def add_new_call(session: Session, call: NewCall, first_event: dict | None) -> bool:
@@ -180,7 +188,7 @@ def add_event(
         session.add(HandoffEvent(**values))
         session.flush()
         return True
-    return bool(_insert_ignoring_conflict(session, HandoffEvent.__table__, values))
+    return bool(insert_ignoring_conflict(session, HandoffEvent.__table__, values))
 
 
 def history(session: Session, conversation_id: str) -> list[HandoffEvent]:
@@ -245,13 +253,12 @@ def list_conversations(
 
 
 def delete_call(session: Session, call_sid: str) -> bool:
-    """Remove a call's conversation and its history (the console's route test leaves nothing behind)."""
+    """Stage removing a call's conversation and its history (the console's route test leaves nothing behind)."""
     conversation = conversation_by_call_sid(session, call_sid)
     if conversation is None:
         return False
-    for event in history(session, conversation.id):
-        session.delete(event)
+    for entry in history(session, conversation.id):
+        session.delete(entry)
     session.flush()
     session.delete(conversation)
-    session.commit()
     return True

@@ -29,6 +29,7 @@ def list_destinations():
 @bp.post("/handoff_destinations")
 def create_destination():
     destination = catalog.create(db(), g.project, json_body())
+    db().commit()
     return jsonify(destination_json(Entry(destination, "database"))), 201
 
 
@@ -40,12 +41,14 @@ def get_destination(name: str):
 @bp.patch("/handoff_destinations/<name>")
 def update_destination(name: str):
     destination = catalog.update(db(), g.project, name, json_body())
+    db().commit()
     return jsonify(destination_json(Entry(destination, "database")))
 
 
 @bp.delete("/handoff_destinations/<name>")
 def delete_destination(name: str):
     catalog.delete(db(), g.project, name)
+    db().commit()
     return Response(status=204)
 
 

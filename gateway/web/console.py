@@ -339,6 +339,7 @@ def new_handoff():
         return _render_handoff_form(typed, errors, status=400)
     try:
         destination = catalog.create(db(), g.project, body)
+        db().commit()
     except GatewayError as error:
         return _render_handoff_form(typed, _field_errors(error), status=error.status)
     flash(f"Added {destination.name}.")
@@ -368,6 +369,7 @@ def edit_handoff(name: str):
     body.setdefault("timeout", None)
     try:
         destination = catalog.update(db(), g.project, name, body)
+        db().commit()
     except GatewayError as error:
         return _render_handoff_form(typed, _field_errors(error), editing=name, status=error.status)
     flash(f"Saved {destination.name}.")
@@ -378,6 +380,7 @@ def edit_handoff(name: str):
 def delete_handoff(name: str):
     try:
         catalog.delete(db(), g.project, name)
+        db().commit()
     except GatewayError as error:
         flash(error.message, "error")
     else:
@@ -424,6 +427,7 @@ def simulate_call(to_number: str, from_number: str) -> tuple[int, str]:
         return response.status_code, response.get_data(as_text=True)
     finally:
         store.delete_call(db(), call_sid)
+        db().commit()
 
 
 @bp.post("/numbers/test")
