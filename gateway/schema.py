@@ -78,8 +78,8 @@ def _revision_of(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def _made_before_migrations(connection: Connection) -> bool:
-    return _revision_of(connection) is None and inspect(connection).has_table(BASELINE_TABLE)
+def _made_before_migrations(connection: Connection, revision: str | None) -> bool:
+    return revision is None and inspect(connection).has_table(BASELINE_TABLE)
 
 
 def _lock(connection: Connection) -> None:
@@ -100,7 +100,7 @@ def upgrade(engine: Engine) -> str:
         _lock(connection)
         config = _alembic_config(connection)
         before = _revision_of(connection)
-        if _made_before_migrations(connection):
+        if _made_before_migrations(connection, before):
             log.warning("adopting a database made before migrations: stamping it at the baseline %s", BASELINE)
             for index in BASELINE_LEFTOVER_INDEXES:
                 connection.execute(text(f"DROP INDEX IF EXISTS {index}"))
@@ -123,7 +123,7 @@ def check(engine: Engine) -> None:
     """
     with engine.connect() as connection:
         revision = _revision_of(connection)
-        before_migrations = revision is None and inspect(connection).has_table(BASELINE_TABLE)
+        before_migrations = _made_before_migrations(connection, revision)
     if revision == head():
         return
     if before_migrations:
