@@ -24,6 +24,7 @@ from gateway.web import (
     api_messaging,
     close_db,
     console,
+    errors,
     ops,
     sms,
     voice,
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     database answers, and the tables are made then.
     """
     settings = settings or Settings()
+    configure_logging(settings.auth_token)
     config = load_config(settings.config_path)
     engine = make_engine(settings.database_url, busy_timeout=settings.database_busy_timeout)
 
@@ -64,18 +66,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     try:
         app.extensions["gateway"].ensure_schema()
     except DATABASE_ERRORS as error:
-        log.error("database unreachable at start-up; serving anyway, calls fail open until it answers: %s", error)
+        log.error("database not ready at start-up; serving anyway, calls fail open until it is: %s", error)
     engine.dispose()  # gunicorn --preload forks after this: workers must open their own connections
     app.extensions["gateway"].spool.create()
     if not settings.auth_token:
         log.error("TWILIO_AUTH_TOKEN is not set: Twilio webhooks will answer 503 until it is")
     app.teardown_appcontext(close_db)
+    errors.init_app(app)
     app.register_blueprint(voice.bp)
     app.register_blueprint(sms.bp)
     api.register(app, modules=[api, api_conversations, api_destinations, api_messaging, api_events])
     console.register(app)
     ops.init_app(app)
-    configure_logging(app)
     app.wsgi_app = InboundCallEndpoint(app, app.wsgi_app)
     if settings.trusted_proxies:  # outermost: every path sees the client's scheme and host
         hops = settings.trusted_proxies

@@ -4,10 +4,10 @@ from __future__ import annotations
 import hmac
 from enum import Enum
 
-from sqlmodel import Session, select
+from sqlmodel import Session
 
+from gateway import project_store
 from gateway.config import GatewayConfig, ProjectConfig, hash_api_key
-from gateway.models import ApiKey
 
 
 class KeyCheck(Enum):
@@ -25,7 +25,7 @@ def check_key(session: Session, config: GatewayConfig, project: ProjectConfig | 
     digest = hash_api_key(key)
     if project is not None and project.accepts_key_hash(digest):
         return KeyCheck.VALID
-    stored = session.exec(select(ApiKey).where(ApiKey.key_sha256 == digest)).first()
+    stored = project_store.api_key_by_hash(session, digest)
     if stored is not None and hmac.compare_digest(stored.key_sha256, digest):
         return KeyCheck.VALID if project is not None and stored.project_key == project.key else KeyCheck.OTHER_PROJECT
     if any(other.accepts_key_hash(digest) for other in config.projects):

@@ -136,6 +136,7 @@ def on_database_else_spool(gateway: Gateway, use_case: Callable[[CallStorage], T
     Whatever spooled before is written first, so this event sees the events before it.
     """
     try:
+        gateway.ensure_schema()  # a flag once the schema is checked; raises while down or behind
         _replay_spool(gateway, REPLAY_WAIT_SECONDS)
         with DatabaseCalls(gateway.engine, gateway.config) as storage:
             return use_case(storage)
@@ -149,7 +150,6 @@ def on_database_else_spool(gateway: Gateway, use_case: Callable[[CallStorage], T
 
 def _replay_spool(gateway: Gateway, wait_seconds: float) -> None:
     if gateway.spool.pending():
-        gateway.ensure_schema()
         if replay(gateway.spool, gateway.engine, config=gateway.config, wait_seconds=wait_seconds) is None:
             # Another worker's replay outlasted the wait: what it holds is not stored yet.
             raise ReplayBusy("another process is still replaying the spool")

@@ -1,7 +1,8 @@
 """A project's destinations: the config file's (read-only) and those made through the API or console.
 
 Names are unique across both. Every write goes through `Destination`'s validation and
-`check_destination`, the same rules the config file obeys.
+`check_destination`, the same rules the config file obeys. Writes are staged in the caller's
+session (gateway/project_store.py holds the SQL); the caller commits.
 """
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session
 
+from gateway import project_store
 from gateway.config import ProjectConfig
 from gateway.destinations import Destination, check_destination
-from gateway.models import StoredDestination, utcnow
+from gateway.errors import GatewayError
+from gateway.models import StoredDestination
 
 Source = Literal["config", "database"]
 
@@ -25,30 +27,10 @@ class Entry:
     source: Source
 
 
-class CatalogError(Exception):
-    """A refused write: `code` is the API error code, `field` the form field to show it beside."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
-
-
-def _stored(session: Session, project: ProjectConfig, name: str) -> StoredDestination | None:
-    return session.exec(
-        select(StoredDestination).where(
-            StoredDestination.project_key == project.key, StoredDestination.name == name
-        )
-    ).first()
-
-
 def list_destinations(session: Session, project: ProjectConfig) -> list[Entry]:
     """The file's destinations first, in file order, then the stored ones by name."""
     entries = [Entry(d, "config") for d in project.destinations]
-    rows = session.exec(
-        select(StoredDestination)
-        .where(StoredDestination.project_key == project.key)
-        .order_by(StoredDestination.name)
-    )
+    rows = project_store.stored_destinations(session, project.key)
     entries.extend(Entry(Destination.model_validate(row.body), "database") for row in rows)
     return entries
 
@@ -57,12 +39,12 @@ def find(session: Session, project: ProjectConfig, name: str) -> Entry | None:
     configured = project.destination(name)
     if configured is not None:
         return Entry(configured, "config")
-    row = _stored(session, project, name)
+    row = project_store.stored_destination(session, project.key, name)
     return Entry(Destination.model_validate(row.body), "database") if row else None
 
 
 def validate(body: dict, project: ProjectConfig) -> Destination:
-    """Parse and check a destination from API/console input, or raise a 400 CatalogError."""
+    """Parse and check a destination from API/console input, or raise a 400 GatewayError."""
     try:
         destination = Destination.model_validate(body)
     except ValidationError as error:
@@ -71,62 +53,50 @@ def validate(body: dict, project: ProjectConfig) -> Destination:
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = "unknown field"
-        raise CatalogError(400, "invalid_destination", f"{field}: {message}", field) from None
+        raise GatewayError(400, "invalid_destination", f"{field}: {message}", field) from None
     problem = check_destination(destination, sip_domain=project.sip_domain)
     if problem:
         field, message = problem
-        raise CatalogError(400, "invalid_destination", f"{field}: {message}", field)
+        raise GatewayError(400, "invalid_destination", f"{field}: {message}", field)
     return destination
 
 
 def create(session: Session, project: ProjectConfig, body: dict) -> Destination:
+    """Stage a new stored destination; the caller commits."""
     destination = validate(body, project)
     if find(session, project, destination.name) is not None:
         raise _duplicate(destination.name)
-    session.add(
-        StoredDestination(
-            project_key=project.key, name=destination.name, body=destination.model_dump(mode="json")
-        )
-    )
-    try:
-        session.commit()
-    except IntegrityError:  # a concurrent create of the same name won the race
-        session.rollback()
-        raise _duplicate(destination.name) from None
+    if not project_store.add_destination(session, project.key, destination.name, destination.model_dump(mode="json")):
+        raise _duplicate(destination.name)  # a concurrent create of the same name won the race
     return destination
 
 
 def update(session: Session, project: ProjectConfig, name: str, changes: dict) -> Destination:
-    """Apply a partial change (PATCH); renaming is allowed when the new name is free."""
+    """Stage a partial change (PATCH); renaming is allowed when the new name is free."""
     row = _writable(session, project, name)
     destination = validate({**row.body, **changes}, project)
     if destination.name != name and find(session, project, destination.name) is not None:
         raise _duplicate(destination.name)
-    row.name = destination.name
-    row.body = destination.model_dump(mode="json")
-    row.updated_at = utcnow()
-    session.add(row)
-    session.commit()
+    project_store.change_destination(session, row, destination.name, destination.model_dump(mode="json"))
     return destination
 
 
 def delete(session: Session, project: ProjectConfig, name: str) -> None:
-    session.delete(_writable(session, project, name))
-    session.commit()
+    project_store.remove_destination(session, _writable(session, project, name))
 
 
 def _writable(session: Session, project: ProjectConfig, name: str) -> StoredDestination:
     if project.destination(name) is not None:
-        raise CatalogError(
+        raise GatewayError(
             409,
             "managed_by_config",
             f"{name!r} comes from the config file ({project.key}); change it there.",
         )
-    row = _stored(session, project, name)
+    row = project_store.stored_destination(session, project.key, name)
     if row is None:
-        raise CatalogError(404, "destination_not_found", f"No destination named {name!r} in this project.")
+        raise GatewayError(404, "destination_not_found", f"No destination named {name!r} in this project.")
     return row
 
 
-def _duplicate(name: str) -> CatalogError:
-    return CatalogError(409, "duplicate_destination", f"A destination named {name!r} already exists.", "name")
+def _duplicate(name: str) -> GatewayError:
+    return GatewayError(409, "duplicate_destination", f"A destination named {name!r} already exists.", "name")

@@ -16,6 +16,7 @@ from sqlmodel import Session
 from gateway import catalog, handoff, message_store
 from gateway.config import ProjectConfig
 from gateway.destinations import Destination
+from gateway.errors import GatewayError
 from gateway.models import Conversation, utcnow
 
 log = logging.getLogger(__name__)
@@ -27,14 +28,6 @@ CHAT_CHANNELS = ("chat", "sms")
 
 DEFAULT_HANDOFF_REPLY = "Let me connect you with someone from our team."
 APOLOGY = "Sorry, we cannot answer right now. Please try again in a few minutes."
-
-
-class ChatError(Exception):
-    """A turn that cannot be taken: the API's status, code and message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 class AssistantHandoff(BaseModel):
@@ -76,23 +69,25 @@ def start(
     shared_id: str | None = None,
     data: dict | None = None,
 ) -> Conversation:
-    return message_store.create_conversation(
+    conversation = message_store.create_conversation(
         session, project_key=project.key, channel="chat", shared_id=shared_id, data=data
     )
+    session.commit()
+    return conversation
 
 
 def check_open(conversation: Conversation) -> None:
     """Only a live chat or SMS thread without a handoff takes another turn (409 otherwise)."""
     if conversation.channel not in CHAT_CHANNELS:
-        raise ChatError(409, "not_a_chat", f"Conversation {conversation.id} is a {conversation.channel} conversation, not a chat.")
+        raise GatewayError(409, "not_a_chat", f"Conversation {conversation.id} is a {conversation.channel} conversation, not a chat.")
     if conversation.state is not None:
-        raise ChatError(
+        raise GatewayError(
             409,
             "conversation_handed_off",
             f"Conversation {conversation.id} was handed off to {conversation.destination}; the agent answers now.",
         )
     if conversation.ended_at is not None:
-        raise ChatError(409, "conversation_closed", f"Conversation {conversation.id} is closed; create a new chat.")
+        raise GatewayError(409, "conversation_closed", f"Conversation {conversation.id} is closed; create a new chat.")
 
 
 def end_on_handoff(conversation: Conversation) -> None:
@@ -105,21 +100,29 @@ def end_on_handoff(conversation: Conversation) -> None:
 
 
 def respond(session: Session, project: ProjectConfig, conversation: Conversation, message: object) -> Turn:
-    """Keep the customer's message, get the reply, and hand off when the reply says so."""
+    """Keep the customer's message, get the reply, and hand off when the reply says so.
+
+    The customer's message is committed before the assistant is asked (no lock is held while it
+    thinks, and a failed turn keeps it); the reply or handoff is committed at the end.
+    """
     if not isinstance(message, str) or not message.strip():
-        raise ChatError(400, "invalid_message", "`message` must be non-empty text.")
+        raise GatewayError(400, "invalid_message", "`message` must be non-empty text.")
     if len(message) > MAX_MESSAGE_LENGTH:
-        raise ChatError(400, "invalid_message", f"`message` has {len(message)} characters; at most {MAX_MESSAGE_LENGTH}.")
+        raise GatewayError(400, "invalid_message", f"`message` has {len(message)} characters; at most {MAX_MESSAGE_LENGTH}.")
     check_open(conversation)
     message_store.add_chat_message(session, conversation, role="customer", text=message)
+    session.commit()
     if project.assistant_webhook:
         answer = ask_assistant(project.assistant_webhook, conversation.id, message)
     else:
         answer = _keyword_answer(session, project, message)
     if answer.handoff is None:
         message_store.add_chat_message(session, conversation, role="assistant", text=answer.response)
-        return Turn(conversation, answer.response)
-    return _hand_off(session, project, conversation, answer)
+        turn = Turn(conversation, answer.response)
+    else:
+        turn = _hand_off(session, project, conversation, answer)
+    session.commit()
+    return turn
 
 
 def _hand_off(session: Session, project: ProjectConfig, conversation: Conversation, answer: AssistantAnswer) -> Turn:
@@ -127,7 +130,7 @@ def _hand_off(session: Session, project: ProjectConfig, conversation: Conversati
     name = wanted.destination or project.default_destination
     entry = catalog.find(session, project, name)
     if entry is None:
-        raise ChatError(502, "assistant_error", f"The assistant handed off to {name!r}, which is not a destination of this project.")
+        raise GatewayError(502, "assistant_error", f"The assistant handed off to {name!r}, which is not a destination of this project.")
     destination = entry.destination
     utterance = wanted.utterance or destination.utterance
     if wanted.data:
@@ -148,7 +151,7 @@ def _hand_off(session: Session, project: ProjectConfig, conversation: Conversati
         session.rollback()
         session.refresh(conversation)
         check_open(conversation)
-        raise ChatError(409, "conversation_handed_off", f"Conversation {conversation.id} was handed off just now.")
+        raise GatewayError(409, "conversation_handed_off", f"Conversation {conversation.id} was handed off just now.")
     if wanted.topic:
         handoff.set_topic(session, conversation, wanted.topic)
     end_on_handoff(conversation)
@@ -185,8 +188,8 @@ def _first_problem(error: ValidationError) -> str:
     return f"an invalid {where} ({first['msg'].removeprefix('Value error, ')})"
 
 
-def _assistant_error(what: str) -> ChatError:
-    return ChatError(502, "assistant_error", f"The assistant webhook {what}; the conversation stays open, try again.")
+def _assistant_error(what: str) -> GatewayError:
+    return GatewayError(502, "assistant_error", f"The assistant webhook {what}; the conversation stays open, try again.")
 
 
 def _keyword_answer(session: Session, project: ProjectConfig, message: str) -> AssistantAnswer:
@@ -205,5 +208,6 @@ def _keyword_answer(session: Session, project: ProjectConfig, message: str) -> A
 
 def close(session: Session, conversation: Conversation) -> None:
     if conversation.channel not in CHAT_CHANNELS:
-        raise ChatError(409, "not_a_chat", f"Conversation {conversation.id} is a {conversation.channel} conversation, not a chat.")
+        raise GatewayError(409, "not_a_chat", f"Conversation {conversation.id} is a {conversation.channel} conversation, not a chat.")
     message_store.close_conversation(session, conversation)
+    session.commit()

@@ -8,6 +8,7 @@ import sys
 import threading
 import uuid
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -18,12 +19,13 @@ from sqlmodel import Session
 from twilio.request_validator import RequestValidator
 from werkzeug.security import generate_password_hash
 
-from gateway import call_records, catalog, deliver, deliveries
+from gateway import call_records, catalog, deliver, deliveries, project_store, schema
 from gateway.config import ConfigError, GatewayConfig, ProjectConfig, hash_api_key, load_config
-from gateway.models import ApiKey
+from gateway.errors import GatewayError
 from gateway.settings import Settings
 from gateway.spool import Spool
-from gateway.store import init_db, make_engine
+from gateway.store import make_engine
+from gateway.web.logcontext import configure_logging
 
 DEFAULT_SIMULATE_URL = "http://127.0.0.1:8000/voice/call"
 MIN_PASSWORD_LENGTH = 8
@@ -41,7 +43,7 @@ def _config(path: str | None) -> GatewayConfig:
         sys.exit(1)
 
 
-@click.group(help="Operate the Handoff Gateway. Settings come from the environment (see README).")
+@click.group(help="Operate the Handoff Gateway. Settings come from the environment and .env (see Settings in the README).")
 def main() -> None:
     pass
 
@@ -53,14 +55,37 @@ def check_config(path: str | None) -> None:
     click.echo(_config(path).summary())
 
 
+@main.group("db")
+def database() -> None:
+    """Create and upgrade the database schema (Alembic migrations; see docs/migrations.md)."""
+
+
+@database.command("upgrade")
+def upgrade_database() -> None:
+    """Create the database ($GATEWAY_DATABASE_URL) or bring it to this release's schema.
+
+    A database made before migrations is adopted, its rows kept. Safe to run from several
+    instances at once: one migrates, the others wait and find nothing left to do.
+    """
+    engine = make_engine(_settings().database_url)
+    try:
+        revision = schema.upgrade(engine)
+    finally:
+        engine.dispose()
+    click.echo(f"database at revision {revision}: {engine.url.render_as_string(hide_password=True)}")
+
+
+@database.command("revision")
+@click.option("-m", "--message", required=True, help="what the revision changes, e.g. 'add the events table'")
+def new_revision(message: str) -> None:
+    """For developers: write the next migration from what the models add (review it, then commit)."""
+    click.echo(f"wrote {schema.new_revision(message)}")
+
+
 @main.command("init-db")
 def init_database() -> None:
-    """Create the database tables ($GATEWAY_DATABASE_URL); existing tables are left alone."""
-    settings = _settings()
-    engine = make_engine(settings.database_url)
-    init_db(engine)
-    engine.dispose()
-    click.echo(f"database ready: {engine.url.render_as_string(hide_password=True)}")
+    """The same as `gateway db upgrade`."""
+    click.get_current_context().invoke(upgrade_database)
 
 
 @main.group("api-key")
@@ -77,7 +102,7 @@ def create_api_key(account: str, project: str, label: str | None) -> None:
     project_config = _project(_config(None), account, project)
     key = "hgw_" + secrets.token_urlsafe(32)
     with _database() as session:
-        session.add(ApiKey(project_key=project_config.key, key_sha256=hash_api_key(key), label=label))
+        project_store.add_api_key(session, project_config.key, hash_api_key(key), label)
         session.commit()
     click.echo(key)
     click.echo(f"Stored for {project_config.key}. This key is shown only once.", err=True)
@@ -134,13 +159,16 @@ def destinations(context: click.Context, account: str | None, project: str | Non
                 click.echo(f"  {destination.name}  {destination.method}{route}  [{source}]")
 
 
-def _destination_options(command):
-    """The destination's fields as options (SPEC §2); each one left out is left as it is."""
+def _destination_options(command, *, method_help: str):
+    """The destination's fields as options (SPEC §2); each one left out is left as it is.
+
+    `method_help`: add applies refer when --method is left out, update keeps the method.
+    """
     options = [
         click.option("--account", required=True, help="the account (ws-acme or acme)"),
         click.option("--project", required=True, help="the project (PROJECT-x or x)"),
         click.option("--description", default=None),
-        click.option("--method", type=click.Choice(["refer", "invite", "bye"]), default=None, help="default: refer"),
+        click.option("--method", type=click.Choice(["refer", "invite", "bye"]), default=None, help=method_help),
         click.option("--route", default=None, help="E.164 number, +1…;ext=…, sip:/sips: URI or bare extension"),
         click.option("--timeout", type=int, default=None, help="seconds to ring (5-600)"),
         click.option("--utterance", default=None, help="said to the caller before the transfer"),
@@ -167,19 +195,20 @@ def _destination_body(sip_headers: tuple[str, ...], **fields) -> dict:
 
 @destinations.command("add")
 @click.argument("name")
-@_destination_options
+@partial(_destination_options, method_help="default: refer")
 def add_destination(name: str, account: str, project: str, sip_headers: tuple[str, ...], **fields) -> None:
     """Add a destination NAME to a project (stored in the database, as the API and console do)."""
     project_config = _project(_config(None), account, project)
     with _database() as session, _catalog_errors():
         added = catalog.create(session, project_config, {"name": name, **_destination_body(sip_headers, **fields)})
+        session.commit()
     click.echo(f"added {added.name} to {project_config.key}")
 
 
 @destinations.command("update")
 @click.argument("name")
 @click.option("--new-name", default=None, help="rename it")
-@_destination_options
+@partial(_destination_options, method_help="left as it is when not given")
 def update_destination(
     name: str, new_name: str | None, account: str, project: str, sip_headers: tuple[str, ...], **fields
 ) -> None:
@@ -188,6 +217,7 @@ def update_destination(
     changes = _destination_body(sip_headers, name=new_name, **fields)
     with _database() as session, _catalog_errors():
         updated = catalog.update(session, project_config, name, changes)
+        session.commit()
     click.echo(f"updated {updated.name} in {project_config.key}")
 
 
@@ -200,6 +230,7 @@ def remove_destination(name: str, account: str, project: str) -> None:
     project_config = _project(_config(None), account, project)
     with _database() as session, _catalog_errors():
         catalog.delete(session, project_config, name)
+        session.commit()
     click.echo(f"removed {name} from {project_config.key}")
 
 
@@ -216,10 +247,14 @@ def _project(config: GatewayConfig, account: str | None, project: str | None) ->
 
 @contextmanager
 def _database() -> Iterator[Session]:
-    """A session on $GATEWAY_DATABASE_URL, its tables made if missing."""
+    """A session on $GATEWAY_DATABASE_URL, its tables made if it is empty; exits 1 if it is behind."""
     engine = make_engine(_settings().database_url)
     try:
-        init_db(engine)
+        try:
+            schema.check(engine)
+        except schema.DatabaseBehind as error:
+            click.echo(str(error), err=True)
+            sys.exit(1)
         with Session(engine) as session:
             yield session
     finally:
@@ -231,7 +266,7 @@ def _catalog_errors() -> Iterator[None]:
     """A refused change exits 1 with the same code and sentence the API would answer."""
     try:
         yield
-    except catalog.CatalogError as error:
+    except GatewayError as error:
         click.echo(f"{error.code}: {error.message}", err=True)
         sys.exit(1)
 
@@ -241,16 +276,16 @@ def _catalog_errors() -> Iterator[None]:
 @click.option("--from", "from_number", required=True, help="the caller's number, E.164")
 @click.option(
     "--url",
-    default=DEFAULT_SIMULATE_URL,
-    show_default=True,
-    help="the gateway's /voice/call as Twilio would call it (its GATEWAY_PUBLIC_URL, if set)",
+    default=None,
+    help=f"the gateway's /voice/call as Twilio would call it  [default: $GATEWAY_PUBLIC_URL/voice/call, or {DEFAULT_SIMULATE_URL}]",
 )
-def simulate_call(to_number: str, from_number: str, url: str) -> None:
+def simulate_call(to_number: str, from_number: str, url: str | None) -> None:
     """Send a /voice/call signed with TWILIO_AUTH_TOKEN to a running gateway and print the TwiML.
 
     The gateway treats it as a real call: it records a conversation with a new CallSid.
     """
     settings = _settings()
+    url = url or (f"{settings.public_url}/voice/call" if settings.public_url else DEFAULT_SIMULATE_URL)
     if settings.auth_token is None:
         click.echo("TWILIO_AUTH_TOKEN is not set: it is needed to sign the request", err=True)
         sys.exit(1)
@@ -289,7 +324,7 @@ def replay_spool() -> None:
     spool = Spool(settings.spool_dir)
     engine = make_engine(settings.database_url, busy_timeout=settings.database_busy_timeout)
     try:
-        init_db(engine)
+        schema.check(engine)
         applied = call_records.replay(spool, engine, config=config)
     except call_records.UNAVAILABLE as error:
         click.echo(f"the database is still unavailable; nothing more replayed: {error}", err=True)
@@ -323,7 +358,7 @@ def deliver_events(once: bool, first_retry: float) -> None:
     except deliver.SecretMissing as error:
         click.echo(str(error), err=True)
         sys.exit(1)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.auth_token)  # JSON lines, as the web processes write
     engine = make_engine(settings.database_url, busy_timeout=settings.database_busy_timeout)
     worker = deliver.Deliverer(engine, config, signing, backoff_base=first_retry)
     stop = threading.Event()
@@ -333,7 +368,7 @@ def deliver_events(once: bool, first_retry: float) -> None:
     try:
         while not stop.is_set():  # the database may be down at start: wait for it
             try:
-                init_db(engine)
+                schema.check(engine)  # the web process migrates; the worker waits for head
                 break
             except SQLAlchemyError as error:
                 click.echo(f"database unavailable, retrying: {str(error).splitlines()[0]}", err=True)

@@ -16,6 +16,7 @@ from twilio.rest import Client
 
 from gateway import calls, catalog, chat, handoff, store
 from gateway.config import ProjectConfig
+from gateway.errors import GatewayError
 from gateway.models import Conversation
 
 log = logging.getLogger(__name__)
@@ -39,14 +40,6 @@ class HandoffRequest(BaseModel):
         return handoff.check_topic(topic) if topic is not None else None
 
 
-class HandoffRefused(Exception):
-    """Why the handoff could not be done, as an HTTP status, an error code and a sentence."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
 def request_handoff(
     session: Session,
     project: ProjectConfig,
@@ -56,20 +49,20 @@ def request_handoff(
     twilio: Client | None,
     flow: calls.CallFlow,
 ) -> Conversation:
-    """Record the handoff, then move a live call; raises HandoffRefused with what went wrong."""
+    """Record the handoff, then move a live call; raises GatewayError with what went wrong."""
     conversation = store.conversation_for_update(session, conversation_id)
     if conversation is None or conversation.project_key != project.key:
-        raise HandoffRefused(404, "conversation_not_found", f"No conversation {conversation_id!r} in this project.")
+        raise GatewayError(404, "conversation_not_found", f"No conversation {conversation_id!r} in this project.")
     name = request.destination or project.default_destination
     entry = catalog.find(session, project, name)
     if entry is None:
-        raise HandoffRefused(404, "destination_not_found", f"No destination named {name!r} in this project.")
+        raise GatewayError(404, "destination_not_found", f"No destination named {name!r} in this project.")
     if conversation.channel == "voice" and conversation.ended_at is not None:
-        raise HandoffRefused(409, "call_ended", "The call has already ended; there is nobody to hand off.")
+        raise GatewayError(409, "call_ended", "The call has already ended; there is nobody to hand off.")
     if conversation.channel == "chat" and conversation.ended_at is not None and conversation.state is None:
-        raise HandoffRefused(409, "conversation_closed", "The chat is closed; there is nobody to hand off.")
+        raise GatewayError(409, "conversation_closed", "The chat is closed; there is nobody to hand off.")
     if not handoff.can_initiate(conversation):
-        raise HandoffRefused(
+        raise GatewayError(
             409,
             "handoff_in_progress",
             f"This conversation is already {conversation.state} to {conversation.destination!r}; "
@@ -94,7 +87,7 @@ def request_handoff(
     )
     if not started:
         session.rollback()
-        raise HandoffRefused(409, "handoff_in_progress", "Another handoff of this conversation started just now.")
+        raise GatewayError(409, "handoff_in_progress", "Another handoff of this conversation started just now.")
     chat.end_on_handoff(conversation)
     session.commit()
     if conversation.channel == "voice":
@@ -108,7 +101,7 @@ def _redirect_live_call(
     attempt = conversation.attempts
     if twilio is None:
         _fail(session, conversation, attempt, "Twilio credentials are not configured")
-        raise HandoffRefused(
+        raise GatewayError(
             503, "twilio_not_configured", "Set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN to move live calls."
         )
     twiml = calls.transfer_twiml(session, conversation, project, flow)
@@ -116,14 +109,14 @@ def _redirect_live_call(
         twilio.calls(conversation.call_sid).update(twiml=twiml)
     except TwilioRestException as error:
         _fail(session, conversation, attempt, f"Twilio refused the redirect: {error.code} {error.msg}")
-        raise HandoffRefused(
+        raise GatewayError(
             502,
             "twilio_error",
             f"Twilio refused to redirect the call (error {error.code}: {error.msg}); the caller stays where they were.",
         ) from None
     except RequestException as error:
         _fail(session, conversation, attempt, f"Twilio did not answer: {type(error).__name__}")
-        raise HandoffRefused(
+        raise GatewayError(
             502,
             "twilio_unreachable",
             "Twilio did not answer in time; the caller stays where they were. Try again.",

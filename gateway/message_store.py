@@ -1,11 +1,15 @@
-"""Persistence for texts, opt-outs, SMS threads and chat transcripts. No HTTP, no Twilio."""
+"""Persistence for texts, opt-outs, SMS threads and chat transcripts. No HTTP, no Twilio.
+
+Every write is staged in the caller's session; the caller commits (gateway/messaging.py and
+gateway/chat.py, which end their units of work before any call to Twilio or an assistant).
+"""
 from __future__ import annotations
 
 from sqlalchemy import delete
 from sqlmodel import Session, select
 
 from gateway.models import ChatMessage, Conversation, SmsMessage, SmsOptOut, SmsStatusEvent, SmsThread, utcnow
-from gateway.store import _insert_ignoring_conflict
+from gateway.store import insert_ignoring_conflict
 
 #: How far along a message is. Callbacks arrive out of order: a lower rank never replaces a higher.
 STATUS_RANK = {
@@ -49,7 +53,7 @@ def record_inbound(
 ) -> bool:
     """Keep a received text; False when this MessageSid was already seen (Twilio retried)."""
     now = utcnow()
-    inserted = _insert_ignoring_conflict(
+    inserted = insert_ignoring_conflict(
         session,
         SmsMessage.__table__,
         dict(
@@ -66,7 +70,6 @@ def record_inbound(
             updated_at=now,
         ),
     )
-    session.commit()
     return bool(inserted)
 
 
@@ -75,7 +78,6 @@ def link_message(session: Session, sid: str, conversation_id: str) -> None:
     if message is not None:
         message.conversation_id = conversation_id
         session.add(message)
-        session.commit()
 
 
 def add_outbound(
@@ -105,7 +107,6 @@ def add_outbound(
     for event in status_events(session, sid):
         _apply_status(message, event.status, event.error_code)
     session.add(message)
-    session.commit()
     return message
 
 
@@ -127,7 +128,6 @@ def record_status(session: Session, *, sid: str, status: str, error_code: int | 
         _apply_status(message, status, error_code)
         message.updated_at = utcnow()
         session.add(message)
-    session.commit()
     return message
 
 
@@ -152,17 +152,15 @@ def is_opted_out(session: Session, project_key: str, number: str) -> bool:
 
 def opt_out(session: Session, project_key: str, number: str, *, keyword: str) -> None:
     """Idempotent: a second STOP (or Twilio's 21610) keeps the first record."""
-    _insert_ignoring_conflict(
+    insert_ignoring_conflict(
         session,
         SmsOptOut.__table__,
         dict(project_key=project_key, number=number, keyword=keyword, at=utcnow()),
     )
-    session.commit()
 
 
 def opt_in(session: Session, project_key: str, number: str) -> None:
     session.exec(delete(SmsOptOut).where(SmsOptOut.project_key == project_key, SmsOptOut.number == number))
-    session.commit()
 
 
 # --- conversations: chats and SMS threads ---------------------------------------------------
@@ -189,7 +187,7 @@ def create_conversation(
         updated_at=now,
     )
     session.add(conversation)
-    session.commit()
+    session.flush()
     return conversation
 
 
@@ -200,16 +198,15 @@ def open_thread(session: Session, project_key: str, customer_number: str, our_nu
         conversation = create_conversation(
             session, project_key=project_key, channel="sms", from_number=customer_number, to_number=our_number
         )
-        _insert_ignoring_conflict(
+        insert_ignoring_conflict(
             session,
             SmsThread.__table__,
             dict(project_key=project_key, customer_number=customer_number, conversation_id=conversation.id),
         )
-        session.commit()
         thread = _thread(session, project_key, customer_number)
         if thread.conversation_id != conversation.id:  # another text won the race: drop ours
             session.delete(conversation)
-            session.commit()
+            session.flush()
     return session.get(Conversation, thread.conversation_id)
 
 
@@ -226,7 +223,6 @@ def close_conversation(session: Session, conversation: Conversation) -> None:
         conversation.updated_at = conversation.ended_at
         session.add(conversation)
     session.exec(delete(SmsThread).where(SmsThread.conversation_id == conversation.id))
-    session.commit()
 
 
 def add_chat_message(session: Session, conversation: Conversation, *, role: str, text: str) -> ChatMessage:
@@ -234,7 +230,6 @@ def add_chat_message(session: Session, conversation: Conversation, *, role: str,
     conversation.updated_at = line.at
     session.add(line)
     session.add(conversation)
-    session.commit()
     return line
 
 

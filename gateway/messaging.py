@@ -1,7 +1,7 @@
 """SMS policy: which senders may text (A2P 10DLC), who opted out, what Twilio's errors mean, sending.
 
 No Flask here: the blueprints pass an `Outbox` (the Twilio client, the campaign cache and the
-status callback URL) and turn `SendError` into their own responses.
+status callback URL); a refused send raises GatewayError, which the web layer answers.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from gateway import chat, message_store, metrics
 from gateway.config import NumberConfig, NumberRoute, ProjectConfig
 from gateway.destinations import E164, Destination
+from gateway.errors import GatewayError
 from gateway.models import Conversation, SmsMessage
 
 log = logging.getLogger(__name__)
@@ -66,14 +67,6 @@ def explain(error_code: int | None) -> str | None:
     if error_code is None:
         return None
     return ERROR_EXPLANATIONS.get(error_code, f"Twilio error {error_code}; see https://www.twilio.com/docs/api/errors/{error_code}")
-
-
-class SendError(Exception):
-    """A refused or failed send, phrased for the API: status, code, message and extra fields."""
-
-    def __init__(self, status: int, code: str, message: str, **details) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
 
 
 # --- numbers and A2P 10DLC ------------------------------------------------------------------
@@ -150,7 +143,7 @@ def check_a2p_10dlc(sender: NumberConfig, client: Client | None, campaigns: Camp
         statuses = campaigns.statuses(client, service)
     except TwilioException as error:
         code, words = _twilio_failure(error)
-        raise SendError(
+        raise GatewayError(
             502,
             "twilio_error",
             f"Could not read the A2P 10DLC campaign of messaging service {service} from Twilio "
@@ -159,7 +152,7 @@ def check_a2p_10dlc(sender: NumberConfig, client: Client | None, campaigns: Camp
             explanation=explain(code),
         ) from None
     except requests.RequestException as error:
-        raise SendError(
+        raise GatewayError(
             503,
             "twilio_unreachable",
             f"Could not reach Twilio to check the A2P 10DLC campaign of {service} ({type(error).__name__}); "
@@ -188,11 +181,11 @@ def _twilio_failure(error: TwilioException) -> tuple[int | None, str]:
 
 
 def _refuse_unregistered(message: str):
-    raise SendError(422, "a2p_10dlc_unregistered", message + " Nothing was sent.")
+    raise GatewayError(422, "a2p_10dlc_unregistered", message + " Nothing was sent.")
 
 
-def _no_client() -> SendError:
-    return SendError(
+def _no_client() -> GatewayError:
+    return GatewayError(
         503,
         "twilio_not_configured",
         "Sending needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN in the gateway's environment; nothing was sent.",
@@ -216,10 +209,10 @@ def choose_sender(project: ProjectConfig, from_number: str | None) -> NumberConf
         sender = next((n for n in project.numbers if n.number == from_number), None)
         if sender is None:
             known = ", ".join(n.number for n in project.numbers) or "none"
-            raise SendError(400, "invalid_from", f"{from_number} is not a number of this project (its numbers: {known}).")
+            raise GatewayError(400, "invalid_from", f"{from_number} is not a number of this project (its numbers: {known}).")
         return sender
     if not project.numbers:
-        raise SendError(422, "no_sender", "This project has no Twilio number to send from; add a [[projects.numbers]] entry.")
+        raise GatewayError(422, "no_sender", "This project has no Twilio number to send from; add a [[projects.numbers]] entry.")
     return next((n for n in project.numbers if _may_send(n)), project.numbers[0])
 
 
@@ -239,15 +232,15 @@ def _may_send(number: NumberConfig) -> bool:
 def check_input(to: object, body: object, from_number: object) -> tuple[str, str, str | None]:
     """SPEC §5's first check: 400 with the field to fix."""
     if not isinstance(to, str) or not E164.match(to.strip()):
-        raise SendError(400, "invalid_to", "`to` must be a phone number in E.164 form, e.g. +14155550123.")
+        raise GatewayError(400, "invalid_to", "`to` must be a phone number in E.164 form, e.g. +14155550123.")
     if not isinstance(body, str) or not body.strip():
-        raise SendError(400, "invalid_body", "`body` must be non-empty text.")
+        raise GatewayError(400, "invalid_body", "`body` must be non-empty text.")
     if len(body) > MAX_BODY_LENGTH:
-        raise SendError(
+        raise GatewayError(
             400, "invalid_body", f"`body` has {len(body)} characters; Twilio takes at most {MAX_BODY_LENGTH}."
         )
     if from_number is not None and (not isinstance(from_number, str) or not E164.match(from_number.strip())):
-        raise SendError(400, "invalid_from", "`from` must be one of the project's numbers in E.164 form, or left out.")
+        raise GatewayError(400, "invalid_from", "`from` must be one of the project's numbers in E.164 form, or left out.")
     return to.strip(), body, from_number.strip() if isinstance(from_number, str) else None
 
 
@@ -261,19 +254,22 @@ def send_sms(
     from_number: object = None,
     conversation_id: str | None = None,
 ) -> SmsMessage:
-    """Check in SPEC order (input, opt-out, 10DLC), then send once and keep the message."""
+    """Check in SPEC order (input, opt-out, 10DLC), then send once and keep the message (committed).
+
+    Nothing is written before Twilio answers, so no lock is held while it is asked.
+    """
     to, body, from_number = check_input(to, body, from_number)
     try:
         sender = choose_sender(project, from_number)
         if message_store.is_opted_out(session, project.key, to):
-            raise SendError(
+            raise GatewayError(
                 422,
                 "recipient_opted_out",
                 f"{to} texted STOP to this project, so nothing was sent; they must text START to receive texts again.",
             )
         if reaches_us_carriers(to):
             check_a2p_10dlc(sender, outbox.client, outbox.campaigns)
-    except SendError as refusal:
+    except GatewayError as refusal:
         if refusal.status == 422:  # refused by a rule, not broken: operators watch this count
             metrics.sms_refused(refusal.code)
         raise
@@ -286,7 +282,8 @@ def send_sms(
     except TwilioRestException as error:
         if error.code == 21610:  # Twilio knows of a STOP we missed: remember it
             message_store.opt_out(session, project.key, to, keyword="twilio_21610")
-        raise SendError(
+            session.commit()
+        raise GatewayError(
             422 if error.status == 400 else 502,
             "twilio_error",
             f"Twilio refused the message (error {error.code}): {explain(error.code) or error.msg}",
@@ -295,7 +292,7 @@ def send_sms(
         ) from None
     except requests.RequestException as error:
         raise _network_error(error) from None
-    return message_store.add_outbound(
+    message = message_store.add_outbound(
         session,
         sid=sent.sid,
         project_key=project.key,
@@ -306,17 +303,19 @@ def send_sms(
         status=sent.status or "queued",
         error_code=sent.error_code,
     )
+    session.commit()
+    return message
 
 
-def _network_error(error: requests.RequestException) -> SendError:
+def _network_error(error: requests.RequestException) -> GatewayError:
     """Only a failure to connect proves nothing reached Twilio; anything later might have sent it."""
     if _never_connected(error):
-        return SendError(
+        return GatewayError(
             503,
             "twilio_unreachable",
             f"Could not connect to Twilio ({type(error).__name__}), even after retrying; nothing was sent. Try again.",
         )
-    return SendError(
+    return GatewayError(
         504,
         "twilio_no_answer",
         f"Twilio did not answer ({type(error).__name__}). The message may have been sent, so it was not "
@@ -368,7 +367,13 @@ class InboundResult:
 
 
 def handle_inbound(session: Session, outbox: Outbox, route: NumberRoute, sms: InboundSms) -> InboundResult:
-    """STOP/START/HELP first; any other text is a turn of the customer's SMS thread."""
+    """STOP/START/HELP first; any other text is a turn of the customer's SMS thread. Committed."""
+    result = _handle_inbound(session, outbox, route, sms)
+    session.commit()
+    return result
+
+
+def _handle_inbound(session: Session, outbox: Outbox, route: NumberRoute, sms: InboundSms) -> InboundResult:
     project = route.project
     if not message_store.record_inbound(
         session,
@@ -404,7 +409,7 @@ def handle_inbound(session: Session, outbox: Outbox, route: NumberRoute, sms: In
         return InboundResult(conversation=conversation)
     try:
         turn = chat.respond(session, project, conversation, sms.body)
-    except chat.ChatError as error:
+    except GatewayError as error:
         log.warning("SMS conversation %s: %s; apologising", conversation.id, error.message)
         return InboundResult([chat.APOLOGY], conversation)
     if turn.handoff is not None:
@@ -434,7 +439,7 @@ def notify_destination(
         return send_sms(
             session, outbox, project, to=destination.route, body=note, from_number=sender, conversation_id=conversation.id
         )
-    except SendError as error:
+    except GatewayError as error:
         log.warning(
             "conversation %s: could not text %s (%s) about the handoff: %s",
             conversation.id,

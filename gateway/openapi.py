@@ -32,6 +32,7 @@ AUTH_ERRORS = {
     "401": error("No API key, or a key nobody issued (missing_api_key, invalid_api_key)."),
     "403": error("A valid key for another account or project (forbidden)."),
     "404": error("Unknown project, conversation or destination."),
+    "503": error("The database is behind this release's schema (database_behind): run `gateway db upgrade`."),
 }
 
 

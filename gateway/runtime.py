@@ -7,12 +7,12 @@ from sqlalchemy.engine import Engine
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from gateway import schema
 from gateway.config import GatewayConfig
 from gateway.messaging import CampaignCache
 from gateway.settings import Settings
 from gateway.sign_in_throttle import SignInThrottle
 from gateway.spool import Spool
-from gateway.store import init_db
 from gateway.twiml import TwimlRenderer
 
 
@@ -32,14 +32,16 @@ class Gateway:
     spool: Spool | None = None
     #: Wrong console passwords per address, so the shared password cannot be guessed at speed.
     sign_in_throttle: SignInThrottle = field(default_factory=SignInThrottle)
-    #: False while the tables may be missing: the database was down when the gateway started.
+    #: False until the schema is known to be at head: the database was down or behind at start.
     schema_ready: bool = False
 
     def ensure_schema(self) -> None:
-        """Create the tables once: at start-up, or on first use if the database was down then.
+        """Check the schema once (making the tables of an empty database): at start-up, or on
+        first use if the database was down or behind then.
 
-        Raises the database's error while it is still unreachable (callers fail open).
+        Raises the database's error while it is unreachable, and schema.DatabaseBehind while it
+        is behind; both are OperationalErrors, on which the webhooks fail open.
         """
         if not self.schema_ready:
-            init_db(self.engine)
+            schema.check(self.engine)
             self.schema_ready = True

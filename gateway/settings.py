@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     twilio_timeout_seconds: float = Field(
         5.0, gt=0, le=14, validation_alias=_env("GATEWAY_TWILIO_TIMEOUT")
     )
-    #: Where webhooks keep what they could not store while the database was down (README "Reliability").
+    #: Where webhooks keep what they could not store while the database was down (docs/reliability.md).
     spool_dir: Path = Field(Path("spool"), validation_alias=_env("GATEWAY_SPOOL_DIR"))
     #: How long a request waits for a locked SQLite file or a PostgreSQL connection before failing
     #: open; well under Twilio's 15 s, so the caller still gets the configured TwiML in time.

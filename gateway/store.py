@@ -1,4 +1,8 @@
-"""Persistence: the engine and every read and write of the tables. No HTTP, no Twilio."""
+"""Persistence: the engine, and the reads and writes of conversations and their history.
+
+No HTTP, no Twilio. Writes are staged in the caller's session; the caller commits (texts and
+chats: gateway/message_store.py; destinations and keys: gateway/project_store.py).
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -12,10 +16,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.schema import CreateIndex
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel import Session, create_engine, select
 
-from gateway import models, sqlite_writer
+from gateway import sqlite_writer
 from gateway.models import Conversation, HandoffEvent, utcnow
 from gateway.search import SearchTerms
 
@@ -63,20 +66,6 @@ def make_engine(database_url: str, *, busy_timeout: float = 5.0) -> Engine:
     )
 
 
-def init_db(engine: Engine) -> None:
-    """Create any missing table, and any index added since the database was made; safe on every start.
-
-    create_all skips an existing table with its indexes, so an index a later version adds is
-    created here; IF NOT EXISTS lets workers starting together race harmlessly.
-    """
-    assert models  # the tables register themselves on import
-    SQLModel.metadata.create_all(engine)
-    with engine.begin() as connection:
-        for table in SQLModel.metadata.sorted_tables:
-            for index in table.indexes:
-                connection.execute(CreateIndex(index, if_not_exists=True))
-
-
 def as_utc(moment: datetime | None) -> datetime | None:
     """SQLite hands timestamps back without a zone; they were written in UTC."""
     if moment is None or moment.tzinfo is not None:
@@ -118,11 +107,13 @@ def _prepared_insert(dialect: Dialect, table: Table, columns: tuple[str, ...]) -
     return _PreparedInsert(str(compiled), positional, tuple(processors))
 
 
-def insert_ignoring_conflict(connection: DBAPIConnection, dialect: Dialect, table: Table, values: dict) -> int:
-    """Stage a row unless it clashes with a unique one, so racing writers never raise; rows inserted.
+def insert_ignoring_conflict(session: Session, table: Table, values: dict) -> int:
+    """Stage a row unless it clashes with a unique one, so racing writers never raise; rows inserted."""
+    return _insert_on(dbapi_connection(session), session.get_bind().dialect, table, dict(values))
 
-    `values` is consumed (the dialect's processors convert it in place).
-    """
+
+def _insert_on(connection: DBAPIConnection, dialect: Dialect, table: Table, values: dict) -> int:
+    """`insert_ignoring_conflict` on a DBAPI connection; `values` is consumed (converted in place)."""
     prepared = _prepared_insert(dialect, table, tuple(values))
     parameters = prepared.parameters(values)
     with dbapi_errors(dialect, prepared.sql, parameters):
@@ -150,20 +141,16 @@ def add_new_call(connection: DBAPIConnection, dialect: Dialect, row: dict, first
     Two prebuilt INSERTs and no read: the path every new call takes. A racing twin's INSERT
     waits on the CallSid's unique index until the winner commits, then inserts nothing.
     """
-    if not insert_ignoring_conflict(connection, dialect, Conversation.__table__, row):
+    if not _insert_on(connection, dialect, Conversation.__table__, row):
         return False
     if first_event is not None:
-        insert_ignoring_conflict(connection, dialect, HandoffEvent.__table__, first_event)
+        _insert_on(connection, dialect, HandoffEvent.__table__, first_event)
     return True
 
 
 def dbapi_connection(session: Session) -> DBAPIConnection:
     """The DBAPI connection under a session's transaction, for the prepared INSERTs."""
     return session.connection().connection.dbapi_connection
-
-
-def _insert_ignoring_conflict(session: Session, table: Table, values: dict) -> int:
-    return insert_ignoring_conflict(dbapi_connection(session), session.get_bind().dialect, table, dict(values))
 
 
 def insert_call(
@@ -200,7 +187,7 @@ def insert_call(
     )
     if conversation_id is not None:
         candidate.id = conversation_id
-    _insert_ignoring_conflict(session, Conversation.__table__, candidate.model_dump())
+    insert_ignoring_conflict(session, Conversation.__table__, candidate.model_dump())
     stored = session.exec(
         select(Conversation)
         .where(Conversation.call_sid == call_sid)
@@ -271,7 +258,7 @@ def add_event(
         session.add(HandoffEvent(**values))
         session.flush()
         return True
-    return bool(_insert_ignoring_conflict(session, HandoffEvent.__table__, values))
+    return bool(insert_ignoring_conflict(session, HandoffEvent.__table__, values))
 
 
 def history(session: Session, conversation_id: str) -> list[HandoffEvent]:
@@ -359,13 +346,12 @@ def list_conversations(
 
 
 def delete_call(session: Session, call_sid: str) -> bool:
-    """Remove a call's conversation and its history (the console's route test leaves nothing behind)."""
+    """Stage removing a call's conversation and its history (the console's route test leaves nothing behind)."""
     conversation = conversation_by_call_sid(session, call_sid)
     if conversation is None:
         return False
-    for event in history(session, conversation.id):
-        session.delete(event)
+    for entry in history(session, conversation.id):
+        session.delete(entry)
     session.flush()
     session.delete(conversation)
-    session.commit()
     return True

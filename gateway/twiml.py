@@ -13,7 +13,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from gateway.routing import Transfer
 from gateway.safe_text import xml_legal
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates_twiml"
+#: Inside the package, so an installed wheel carries it; in a checkout it links to the top-level
+#: templates_twiml/ folder.
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates_twiml"
 
 UNKNOWN_NUMBER_APOLOGY = "Sorry, this number is not set up to take calls yet. Goodbye."
 NO_AGENT_APOLOGY = "Sorry, we could not reach an agent right now. Please call again later. Goodbye."

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+import shutil
 import uuid
 
 import pytest
@@ -9,7 +12,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel
 
-from gateway import create_app
+from gateway import create_app, schema
 from gateway.settings import Settings
 from tests.openapi_conformance import Conformance
 from tests.support import ACCOUNT_SID, AUTH_TOKEN, CONFIG_TOML
@@ -25,15 +28,11 @@ def _psycopg(url: str) -> str:
     return Settings(_env_file=None, database_url=url).database_url
 
 
-@pytest.fixture(scope="session")
-def postgres_database():
-    """A database of this run's own, created here and dropped at the end, so runs never mix."""
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        yield None
-        return
-    admin_url = make_url(_psycopg(url))
-    name = f"gateway_test_{uuid.uuid4().hex[:12]}"
+@contextmanager
+def scratch_postgres_database(prefix: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database on $GATEWAY_TEST_DATABASE_URL's server, dropped after."""
+    admin_url = make_url(_psycopg(os.environ[POSTGRES_ENV]))
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
@@ -45,17 +44,38 @@ def postgres_database():
         admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def postgres_database():
+    """A database of this run's own, created here and dropped at the end, so runs never mix."""
+    if not os.environ.get(POSTGRES_ENV):
+        yield None
+        return
+    with scratch_postgres_database("gateway_test") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def sqlite_at_head(tmp_path_factory):
+    """A SQLite file the migrations brought to head once; each test starts from a copy of it."""
+    path = tmp_path_factory.mktemp("schema") / "head.db"
+    engine = create_engine(f"sqlite:///{path}")
+    schema.upgrade(engine)
+    engine.dispose()
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path, postgres_database):
-    """Every test that touches storage runs on both backends."""
+def database_url(request, tmp_path, postgres_database, sqlite_at_head):
+    """Every test that touches storage runs on both backends, in a database at head."""
     if request.param == "sqlite":
+        shutil.copyfile(sqlite_at_head, tmp_path / "gateway.db")
         yield f"sqlite:///{tmp_path / 'gateway.db'}"
         return
     if postgres_database is None:
         pytest.skip(f"{POSTGRES_ENV} is not set; PostgreSQL runs are skipped")
     yield postgres_database
     engine = create_engine(postgres_database)
-    SQLModel.metadata.create_all(engine)  # a test whose app never started made no tables
+    schema.upgrade(engine)  # a test whose app never started made no tables
     with engine.begin() as connection:
         tables = ", ".join(f'"{t.name}"' for t in SQLModel.metadata.sorted_tables)
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))

@@ -2,9 +2,19 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+import socket
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 from twilio.request_validator import RequestValidator
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+#: What a clean clone would not hold: local state and build output (for copies of the checkout).
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".venv", "__pycache__", "*.pyc", "build", "dist", "*.egg-info", "spool", "*.db*", ".env",
+    ".pytest_cache", "gateway.toml",
+)
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 ACCOUNT_SID = "AC" + "0" * 32
@@ -249,3 +259,10 @@ def add_assistant_number(config_path) -> None:
             f'[[projects.numbers]]\nnumber = "{ASSISTANT_NUMBER}"\nassistant_url = "wss://bot.acme.test/stream"\n\n{marker}',
         )
     )
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

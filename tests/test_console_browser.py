@@ -1,6 +1,6 @@
 """The console in a real headless Chromium (Debian's), against the app served on loopback.
 
-Set GATEWAY_SCREENSHOTS=docs to refresh the README's screenshots (docs/console-*.png).
+Set GATEWAY_SCREENSHOTS=docs to refresh docs/console.md's screenshots (docs/console-*.png).
 """
 from __future__ import annotations
 

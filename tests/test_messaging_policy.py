@@ -6,12 +6,12 @@ import responses
 from twilio.rest import Client
 
 from gateway.config import NumberConfig
+from gateway.errors import GatewayError
 from gateway.messaging import (
     ERROR_EXPLANATIONS,
     CampaignCache,
     Keyword,
     NumberKind,
-    SendError,
     check_a2p_10dlc,
     classify,
     explain,
@@ -95,7 +95,7 @@ def test_registered_config_needs_no_lookup(twilio_api):
 
 def test_lookup_without_credentials_is_503():
     number = NumberConfig(number="+14155550199", destination="x", messaging_service_sid=MESSAGING_SERVICE_SID)
-    with pytest.raises(SendError) as refused:
+    with pytest.raises(GatewayError) as refused:
         check_a2p_10dlc(number, None, CampaignCache())
     assert (refused.value.status, refused.value.code) == (503, "twilio_not_configured")
 
@@ -105,7 +105,7 @@ def test_config_answer_wins_over_the_messaging_service(twilio_api):
     number = NumberConfig(
         number="+14155550199", destination="x", messaging_service_sid=MESSAGING_SERVICE_SID, a2p_10dlc="unregistered"
     )
-    with pytest.raises(SendError) as refused:
+    with pytest.raises(GatewayError) as refused:
         check_a2p_10dlc(number, None, CampaignCache())
     assert refused.value.code == "a2p_10dlc_unregistered"
     assert len(twilio_api.calls) == 0

@@ -108,7 +108,7 @@ def test_outside_a_request_the_core_counts_nothing_and_does_not_fail():
 def json_log(app):
     """What the app's JSON log handler writes, as it would in production, one dict per line."""
     stream = io.StringIO()
-    handler = json_handler(app, stream)
+    handler = json_handler(app.extensions["gateway"].settings.auth_token, stream)
     root = logging.getLogger()
     root.addHandler(handler)
     previous = root.level
@@ -168,10 +168,10 @@ def test_create_app_configures_json_logging_only_when_nothing_else_did(app):
     root = logging.getLogger()
     saved = root.handlers[:]
     try:
-        configure_logging(app)  # pytest's handlers are there: left alone
+        configure_logging(AUTH_TOKEN)  # pytest's handlers are there: left alone
         assert root.handlers == saved
         root.handlers = []
-        configure_logging(app)
+        configure_logging(AUTH_TOKEN)
         (handler,) = root.handlers
         assert isinstance(handler.formatter, jsonlog.JsonFormatter)
     finally:

@@ -1,12 +1,16 @@
-"""Storage set-up: `gateway init-db`, SQLite's WAL mode and busy timeout, indexes old and new."""
+"""Storage set-up: `gateway init-db`, SQLite's WAL mode and busy timeout, the lookup's index.
+
+Migrations have their own tests (tests/test_migrations.py)."""
 from __future__ import annotations
 
+from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from sqlalchemy import event, inspect, text
 from sqlmodel import Session
 
 from gateway.cli import main
-from gateway.store import find_conversation, init_db, make_engine
+from gateway import create_app, schema
+from gateway.store import find_conversation, make_engine
 
 
 def test_init_db_creates_every_table(tmp_path, monkeypatch):
@@ -27,30 +31,19 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
     engine.dispose()
 
 
-def test_the_app_creates_its_tables_on_first_start(app):
+def test_the_app_makes_an_empty_database_at_first_start(make_settings, tmp_path):
+    app = create_app(make_settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}"))
     engine = app.extensions["gateway"].engine
     assert "conversations" in inspect(engine).get_table_names()
-
-
-def test_an_existing_database_gets_indexes_added_since_it_was_made(database_url):
-    """create_all skips existing tables; a database from an older version still gets new indexes."""
-    engine = make_engine(database_url)
-    init_db(engine)
-    with engine.begin() as connection:
-        connection.execute(text("DROP INDEX ix_conversations_shared_lookup"))
-    assert "ix_conversations_shared_lookup" not in _index_names(engine, "conversations")
-
-    init_db(engine)
-    init_db(engine)  # and again: a restart finds it there
-
-    assert "ix_conversations_shared_lookup" in _index_names(engine, "conversations")
+    with engine.connect() as connection:
+        assert MigrationContext.configure(connection).get_current_revision() == schema.head()
     engine.dispose()
 
 
 def test_the_shared_id_lookup_reads_an_index_not_the_table(tmp_path):
     """SPEC §5's lookup by shared_id must stay fast at a million conversations (benchmarks/lookup.py)."""
     engine = make_engine(f"sqlite:///{tmp_path / 'plan.db'}")
-    init_db(engine)
+    schema.upgrade(engine)
     executed = []
     event.listen(engine, "before_cursor_execute", lambda *args: executed.append(args[2:4]))
     with Session(engine) as session:
@@ -61,7 +54,3 @@ def test_the_shared_id_lookup_reads_an_index_not_the_table(tmp_path):
     details = " ".join(row[-1] for row in plan)
     assert "USING INDEX ix_conversations_shared_lookup" in details, details
     engine.dispose()
-
-
-def _index_names(engine, table: str) -> set[str]:
-    return {index["name"] for index in inspect(engine).get_indexes(table)}

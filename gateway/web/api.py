@@ -3,16 +3,14 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request
 from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException
 
 from gateway import openapi, presenters, store
 from gateway.apikeys import KeyCheck, check_key
 from gateway.safe_text import is_storable
 from gateway.web import current_gateway, db
-from gateway.web.errors import ApiError, handle_api_error, handle_http_error
+from gateway.errors import GatewayError
 
 bp = Blueprint("api", __name__, url_prefix="/v1/<account_id>/<project_id>")
-bp.register_error_handler(ApiError, handle_api_error)
 
 
 @bp.url_value_preprocessor
@@ -22,20 +20,20 @@ def _resolve_project(_endpoint, values):
     account_id, project_id = values.pop("account_id"), values.pop("project_id")
     key = request.headers.get("x-api-key", "")
     if not key:
-        raise ApiError(401, "missing_api_key", "Send your API key in the x-api-key header.")
+        raise GatewayError(401, "missing_api_key", "Send your API key in the x-api-key header.")
     config = current_gateway().config
     project = config.find_project(account_id, project_id)
     verdict = check_key(db(), config, project, key)
     if verdict is KeyCheck.UNKNOWN:
-        raise ApiError(401, "invalid_api_key", "This API key is not known; create one with `gateway api-key create`.")
+        raise GatewayError(401, "invalid_api_key", "This API key is not known; create one with `gateway api-key create`.")
     if project is None:
-        raise ApiError(404, "project_not_found", f"No project {account_id}/{project_id} is configured.")
+        raise GatewayError(404, "project_not_found", f"No project {account_id}/{project_id} is configured.")
     if verdict is KeyCheck.OTHER_PROJECT:
-        raise ApiError(403, "forbidden", f"This API key belongs to another project, not {project.key}.")
+        raise GatewayError(403, "forbidden", f"This API key belongs to another project, not {project.key}.")
     g.project = project
     for name, value in [*values.items(), *request.args.items(multi=True)]:
         if not is_storable(value):
-            raise ApiError(400, "invalid_parameter", f"{name} holds a NUL character; remove it.")
+            raise GatewayError(400, "invalid_parameter", f"{name} holds a NUL character; remove it.")
 
 
 def _json_problem(value: object) -> str | None:
@@ -72,23 +70,23 @@ def json_body(*, optional: bool = False) -> dict:
     try:
         body = request.get_json(silent=True)
     except RecursionError:
-        raise ApiError(400, "invalid_json", f"The JSON nests deeper than {MAX_JSON_DEPTH} levels; flatten it.") from None
+        raise GatewayError(400, "invalid_json", f"The JSON nests deeper than {MAX_JSON_DEPTH} levels; flatten it.") from None
     if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "Send a JSON object with Content-Type: application/json.")
+        raise GatewayError(400, "invalid_json", "Send a JSON object with Content-Type: application/json.")
     problem = _json_problem(body)
     if problem:
-        raise ApiError(400, "invalid_json", problem)
+        raise GatewayError(400, "invalid_json", problem)
     return body
 
 
-def validation_error(error: ValidationError) -> ApiError:
+def validation_error(error: ValidationError) -> GatewayError:
     """The first problem pydantic found, as a 400 naming the field."""
     first = error.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "body"
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown field; check the spelling"
-    return ApiError(400, "invalid_request", f"{field}: {message}")
+    return GatewayError(400, "invalid_request", f"{field}: {message}")
 
 
 def conversation_or_404(*, conversation_id: str | None = None, shared_id: str | None = None):
@@ -97,7 +95,7 @@ def conversation_or_404(*, conversation_id: str | None = None, shared_id: str | 
     )
     if conversation is None:
         which = f"shared_id {shared_id!r}" if shared_id is not None else f"id {conversation_id!r}"
-        raise ApiError(404, "conversation_not_found", f"No conversation with {which} in this project.")
+        raise GatewayError(404, "conversation_not_found", f"No conversation with {which} in this project.")
     return conversation
 
 
@@ -107,7 +105,7 @@ def handoff_state():
     conversation_id = request.args.get("id") or None
     shared_id = request.args.get("shared_id") or None
     if conversation_id is None and shared_id is None:
-        raise ApiError(400, "missing_identifier", "Give ?id=<conversation id> or ?shared_id=<your id>.")
+        raise GatewayError(400, "missing_identifier", "Give ?id=<conversation id> or ?shared_id=<your id>.")
     conversation = conversation_or_404(conversation_id=conversation_id, shared_id=shared_id)
     return jsonify(presenters.handoff_state(conversation, store.history(db(), conversation.id)))
 
@@ -119,17 +117,10 @@ def openapi_document():
 
 
 def register(app, modules: list) -> None:
-    """The blueprint (its routes come from `modules`), /openapi.json, and JSON errors under /v1."""
+    """The blueprint (its routes come from `modules`) and /openapi.json."""
     app.register_blueprint(bp)
     document = app.extensions["openapi"] = openapi.build(modules)
     app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(document))
-
-    def _json_under_v1(error: HTTPException):
-        if request.path.startswith("/v1/"):
-            return handle_http_error(error)
-        return error
-
-    app.register_error_handler(HTTPException, _json_under_v1)
 
 OPENAPI_SCHEMAS = {
     "HistoryEntry": {

@@ -11,19 +11,14 @@ from pydantic import ValidationError
 
 from gateway import openapi, presenters, search, store
 from gateway.handoff import LIFECYCLE_STATES
-from gateway.handoff_requests import HandoffRefused, HandoffRequest, request_handoff
+from gateway.errors import GatewayError
+from gateway.handoff_requests import HandoffRequest, request_handoff
 from gateway.web import current_gateway, db
 from gateway.web.api import bp, conversation_or_404, json_body, validation_error
 from gateway.web.callbacks import call_flow
-from gateway.web.errors import ApiError, error_response
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
-
-
-@bp.errorhandler(HandoffRefused)
-def _handoff_refused(error: HandoffRefused):
-    return error_response(error.status, error.code, error.message)
 
 
 @bp.post("/conversations/<conversation_id>/handoff")
@@ -80,7 +75,7 @@ def _timestamp_arg(name: str) -> datetime | None:
     try:
         return _in_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
     except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved past the calendar's end by its offset
-        raise ApiError(400, "invalid_parameter", f"{name} must be an ISO 8601 time such as 2026-11-23T16:00:00Z.") from None
+        raise GatewayError(400, "invalid_parameter", f"{name} must be an ISO 8601 time such as 2026-11-23T16:00:00Z.") from None
 
 
 def _in_utc(moment: datetime) -> datetime:
@@ -91,7 +86,7 @@ def _in_utc(moment: datetime) -> datetime:
 def _limit_arg() -> int:
     value = request.args.get("limit", str(DEFAULT_PAGE))
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
-        raise ApiError(400, "invalid_parameter", f"limit must be a whole number from 1 to {MAX_PAGE}.")
+        raise GatewayError(400, "invalid_parameter", f"limit must be a whole number from 1 to {MAX_PAGE}.")
     return int(value)
 
 
@@ -108,7 +103,7 @@ def _cursor_arg() -> tuple[datetime, str] | None:
         started_at, conversation_id = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
         return _in_utc(datetime.fromisoformat(started_at)), str(conversation_id)
     except (ValueError, TypeError, OverflowError, binascii.Error):
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API gave out; start again without it.") from None
+        raise GatewayError(400, "invalid_cursor", "cursor is not one this API gave out; start again without it.") from None
 
 
 #: Surrounding spaces are trimmed, so a value must hold something else.

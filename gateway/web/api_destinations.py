@@ -4,15 +4,10 @@ from __future__ import annotations
 from flask import Response, g, jsonify
 
 from gateway import catalog, openapi
-from gateway.catalog import CatalogError, Entry
+from gateway.catalog import Entry
+from gateway.errors import GatewayError
 from gateway.web import db
 from gateway.web.api import bp, json_body
-from gateway.web.errors import ApiError, error_response
-
-
-@bp.errorhandler(CatalogError)
-def _catalog_error(error: CatalogError):
-    return error_response(error.status, error.code, error.message)
 
 
 def destination_json(entry: Entry) -> dict:
@@ -22,7 +17,7 @@ def destination_json(entry: Entry) -> dict:
 def _entry_or_404(name: str) -> Entry:
     entry = catalog.find(db(), g.project, name)
     if entry is None:
-        raise ApiError(404, "destination_not_found", f"No destination named {name!r} in this project.")
+        raise GatewayError(404, "destination_not_found", f"No destination named {name!r} in this project.")
     return entry
 
 
@@ -34,6 +29,7 @@ def list_destinations():
 @bp.post("/handoff_destinations")
 def create_destination():
     destination = catalog.create(db(), g.project, json_body())
+    db().commit()
     return jsonify(destination_json(Entry(destination, "database"))), 201
 
 
@@ -45,12 +41,14 @@ def get_destination(name: str):
 @bp.patch("/handoff_destinations/<name>")
 def update_destination(name: str):
     destination = catalog.update(db(), g.project, name, json_body())
+    db().commit()
     return jsonify(destination_json(Entry(destination, "database")))
 
 
 @bp.delete("/handoff_destinations/<name>")
 def delete_destination(name: str):
     catalog.delete(db(), g.project, name)
+    db().commit()
     return Response(status=204)
 
 

@@ -1,12 +1,12 @@
 """The API's texting and chat routes (SPEC §5): /sms, /messages/{sid}, /chat/*, on the API blueprint."""
 from __future__ import annotations
 
-from flask import g, jsonify, request
+from flask import g, jsonify
 
 from gateway import chat, message_store, messaging, openapi, presenters
+from gateway.errors import GatewayError
 from gateway.web import db
 from gateway.web.api import bp, conversation_or_404, json_body
-from gateway.web.errors import ApiError
 from gateway.web.outbox import outbox
 
 MAX_SHARED_ID_LENGTH = 200
@@ -16,12 +16,9 @@ MAX_SHARED_ID_LENGTH = 200
 def send_sms():
     """Send a text from one of the project's numbers, after the opt-out and A2P 10DLC checks."""
     body = json_body()
-    try:
-        message = messaging.send_sms(
-            db(), outbox(), g.project, to=body.get("to"), body=body.get("body"), from_number=body.get("from")
-        )
-    except messaging.SendError as error:
-        raise ApiError(error.status, error.code, error.message, **error.details) from None
+    message = messaging.send_sms(
+        db(), outbox(), g.project, to=body.get("to"), body=body.get("body"), from_number=body.get("from")
+    )
     return jsonify(_message_view(message)), 201
 
 
@@ -30,7 +27,7 @@ def get_message(sid: str):
     """A text's delivery status, with Twilio's error code explained."""
     message = message_store.message_by_sid(db(), sid, g.project.key)
     if message is None:
-        raise ApiError(404, "message_not_found", f"No message with SID {sid!r} in this project.")
+        raise GatewayError(404, "message_not_found", f"No message with SID {sid!r} in this project.")
     return jsonify(_message_view(message))
 
 
@@ -45,9 +42,9 @@ def chat_create():
     body = json_body(optional=True)
     shared_id, data = body.get("shared_id"), body.get("data", {})
     if shared_id is not None and (not isinstance(shared_id, str) or not 0 < len(shared_id) <= MAX_SHARED_ID_LENGTH):
-        raise ApiError(400, "invalid_shared_id", f"`shared_id` must be text of 1 to {MAX_SHARED_ID_LENGTH} characters.")
+        raise GatewayError(400, "invalid_shared_id", f"`shared_id` must be text of 1 to {MAX_SHARED_ID_LENGTH} characters.")
     if not isinstance(data, dict):
-        raise ApiError(400, "invalid_data", "`data` must be a JSON object.")
+        raise GatewayError(400, "invalid_data", "`data` must be a JSON object.")
     conversation = chat.start(db(), g.project, shared_id=shared_id, data=data)
     return (
         jsonify(
@@ -68,10 +65,7 @@ def chat_respond():
     """One turn: the assistant's (or the keywords') reply, or the handoff that ends the chat."""
     body = json_body()
     conversation = _conversation(body)
-    try:
-        turn = chat.respond(db(), g.project, conversation, body.get("message"))
-    except chat.ChatError as error:
-        raise ApiError(error.status, error.code, error.message) from None
+    turn = chat.respond(db(), g.project, conversation, body.get("message"))
     answer = {"conversation_id": conversation.id, "response": turn.response, "end_conversation": turn.handoff is not None}
     if turn.handoff is not None:
         answer["handoff"] = {"destination": turn.handoff.name, "reason": conversation.reason}
@@ -82,10 +76,7 @@ def chat_respond():
 def chat_close():
     """End a chat or SMS thread (idempotent); the transcript stays."""
     conversation = _conversation(json_body())
-    try:
-        chat.close(db(), conversation)
-    except chat.ChatError as error:
-        raise ApiError(error.status, error.code, error.message) from None
+    chat.close(db(), conversation)
     return jsonify(
         {"conversation_id": conversation.id, "closed": True, "ended_at": presenters.timestamp(conversation.ended_at)}
     )
@@ -102,7 +93,7 @@ def transcript(conversation_id: str):
 def _conversation(body: dict):
     conversation_id = body.get("conversation_id")
     if not isinstance(conversation_id, str) or not conversation_id:
-        raise ApiError(400, "missing_conversation_id", "Give the `conversation_id` that chat/create returned.")
+        raise GatewayError(400, "missing_conversation_id", "Give the `conversation_id` that chat/create returned.")
     return conversation_or_404(conversation_id=conversation_id)
 
 

@@ -39,6 +39,7 @@ from werkzeug.test import Client
 from gateway import callflow, catalog, deliveries, overview, search, store, timeline, transcript
 from gateway.config import NumberRoute, ProjectConfig
 from gateway.destinations import METHOD_HELP
+from gateway.errors import GatewayError
 from gateway.handoff import LIFECYCLE_STATES
 from gateway.safe_text import is_storable
 from gateway.web import current_gateway, db
@@ -319,7 +320,7 @@ def _read_form(form: MultiDict) -> tuple[dict, dict, dict[str, str]]:
     return typed, body, errors
 
 
-def _field_errors(error: catalog.CatalogError) -> dict[str, str]:
+def _field_errors(error: GatewayError) -> dict[str, str]:
     """Put the catalog's error beside its field; one without a field goes at the top of the form."""
     field = (error.field or "").split(".")[0]
     if field in _FORM_FIELDS:
@@ -367,7 +368,8 @@ def new_handoff():
         return _render_handoff_form(typed, errors, status=400)
     try:
         destination = catalog.create(db(), g.project, body)
-    except catalog.CatalogError as error:
+        db().commit()
+    except GatewayError as error:
         return _render_handoff_form(typed, _field_errors(error), status=error.status)
     flash(f"Added {destination.name}.")
     return redirect(url_for("console.handoffs"))
@@ -396,7 +398,8 @@ def edit_handoff(name: str):
     body.setdefault("timeout", None)
     try:
         destination = catalog.update(db(), g.project, name, body)
-    except catalog.CatalogError as error:
+        db().commit()
+    except GatewayError as error:
         return _render_handoff_form(typed, _field_errors(error), editing=name, status=error.status)
     flash(f"Saved {destination.name}.")
     return redirect(url_for("console.handoffs"))
@@ -406,7 +409,8 @@ def edit_handoff(name: str):
 def delete_handoff(name: str):
     try:
         catalog.delete(db(), g.project, name)
-    except catalog.CatalogError as error:
+        db().commit()
+    except GatewayError as error:
         flash(error.message, "error")
     else:
         flash(f"Deleted {name}.")
@@ -452,6 +456,7 @@ def simulate_call(to_number: str, from_number: str) -> tuple[int, str]:
         return response.status_code, response.get_data(as_text=True)
     finally:
         store.delete_call(db(), call_sid)
+        db().commit()
 
 
 @bp.post("/numbers/test")

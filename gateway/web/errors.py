@@ -1,27 +1,22 @@
-"""The API's one error shape: {"error": {"code", "message"}} (SPEC §5)."""
+"""The one place errors become responses: the core's GatewayError, werkzeug's own errors under
+/v1, and a database behind the schema, each in the API's shape {"error": {"code", "message"}}
+(SPEC §5). The voice webhooks answer their own failures with TwiML (gateway/web/voice.py)."""
 from __future__ import annotations
 
-from flask import jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from gateway.errors import GatewayError
+from gateway.schema import DatabaseBehind
 
-class ApiError(Exception):
-    """Raise anywhere under /v1 to answer with this status, code and message."""
-
-    def __init__(self, status: int, code: str, message: str, **details) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        #: Extra fields beside code and message (e.g. Twilio's own error code).
-        self.details = details
+API_PREFIX = "/v1/"
 
 
 def error_response(status: int, code: str, message: str, **details):
     return jsonify({"error": {"code": code, "message": message, **details}}), status
 
 
-def handle_api_error(error: ApiError):
+def handle_gateway_error(error: GatewayError):
     return error_response(error.status, error.code, error.message, **error.details)
 
 
@@ -35,6 +30,22 @@ _HTTP_CODES = {
 
 
 def handle_http_error(error: HTTPException):
-    """Werkzeug's own errors (unknown path, wrong method, body too large) in the same shape."""
+    """Werkzeug's own errors (unknown path, wrong method, body too large) in the same shape under
+    /v1; elsewhere (the console, the webhooks) they stay werkzeug's pages."""
+    if not request.path.startswith(API_PREFIX):
+        return error
     code = _HTTP_CODES.get(error.code or 500, "http_error")
     return error_response(error.code or 500, code, error.description or error.name)
+
+
+def handle_database_behind(error: DatabaseBehind):
+    """503 naming the command to run; the API in its JSON shape. (The webhooks fail open instead.)"""
+    if request.path.startswith(API_PREFIX):
+        return error_response(503, "database_behind", str(error))
+    return str(error), 503, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(GatewayError, handle_gateway_error)
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(DatabaseBehind, handle_database_behind)

@@ -5,7 +5,7 @@ import logging
 import sys
 from typing import TextIO
 
-from flask import Flask, current_app, g, has_app_context, has_request_context, request
+from flask import current_app, g, has_app_context, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
 from gateway import jsonlog
@@ -54,24 +54,35 @@ def _request_secrets() -> list[str | None]:
     return secrets
 
 
-def json_handler(app: Flask, stream: TextIO | None = None) -> logging.Handler:
-    """A handler writing JSON lines, stamped with the request and with secrets redacted."""
-    token = app.extensions["gateway"].settings.auth_token
-    handler = logging.StreamHandler(stream or sys.stderr)
+def _make_json(handler: logging.Handler, auth_token: str | None) -> logging.Handler:
     handler.setFormatter(jsonlog.JsonFormatter())
     handler.addFilter(RequestContextFilter())
-    handler.addFilter(jsonlog.RedactingFilter(lambda: [token, *_request_secrets()]))
+    handler.addFilter(jsonlog.RedactingFilter(lambda: [auth_token, *_request_secrets()]))
     return handler
 
 
-def configure_logging(app: Flask) -> None:
+def json_handler(auth_token: str | None, stream: TextIO | None = None) -> logging.Handler:
+    """A handler writing JSON lines, stamped with the request and with secrets redacted."""
+    return _make_json(logging.StreamHandler(stream or sys.stderr), auth_token)
+
+
+#: gunicorn's own loggers, which do not propagate to the root.
+GUNICORN_LOGGERS = ("gunicorn.error", "gunicorn.access")
+
+
+def configure_logging(auth_token: str | None) -> None:
     """Send every log line to stderr as JSON, unless logging is already set up.
 
-    pytest (and gunicorn --log-config) put handlers on the root logger first; we leave those be,
-    as logging.basicConfig does.
+    The app factory calls this before anything else, so its start-up lines are JSON too.
+    gunicorn's own handlers write JSON from then on: with `--preload` (the Procfile) that is
+    from gunicorn's first line. pytest (and gunicorn --log-config) put handlers on the root
+    logger first; we leave those be, as logging.basicConfig does.
     """
     root = logging.getLogger()
     if root.handlers:
         return
-    root.addHandler(json_handler(app))
+    root.addHandler(json_handler(auth_token))
     root.setLevel(logging.INFO)
+    for name in GUNICORN_LOGGERS:
+        for handler in logging.getLogger(name).handlers:
+            _make_json(handler, auth_token)

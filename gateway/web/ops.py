@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import deliveries, jsonlog, metrics
 from gateway.models import utcnow
+from gateway.schema import DatabaseBehind
 from gateway.web import current_gateway, db
 
 log = logging.getLogger(__name__)
@@ -33,18 +34,21 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Ready when the database answers a query and has our tables; 503 with the reason if not."""
+    """Ready when the database answers a query and its schema is at head; 503 with the reason if not."""
     gateway = current_gateway()
     try:
         with gateway.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         gateway.ensure_schema()
+    except DatabaseBehind as error:
+        reason = str(error)
     except SQLAlchemyError as error:
         cause = getattr(error, "orig", None) or error
         reason = f"database unreachable: {type(cause).__name__}: {str(cause).strip().splitlines()[0]}"
-        log.error("not ready: %s", reason)
-        return jsonify({"status": "unavailable", "reason": reason}), 503
-    return jsonify({"status": "ready"})
+    else:
+        return jsonify({"status": "ready"})
+    log.error("not ready: %s", reason)
+    return jsonify({"status": "unavailable", "reason": reason}), 503
 
 
 @bp.get("/metrics")

@@ -58,6 +58,7 @@ def status() -> Response:
     try:
         if message_store.record_status(db(), sid=sid, status=state.lower(), error_code=error_code) is None:
             log.info("status %s for SMS %s, which we have not stored (yet); kept for when it is", state, sid)
+        db().commit()
     except call_records.DATABASE_ERRORS as error:
         _database_unavailable(error, f"status {state} (error {code or 'none'}) of SMS {sid} was not recorded")
     return Response(status=204)

@@ -1,0 +1,304 @@
+"""Schema migrations (Alembic) on SQLite and PostgreSQL: empty to head, adopting a database made
+before migrations with its rows, models that match the migrations, and an app that refuses to
+serve from a database behind head while its webhooks still answer callers."""
+from __future__ import annotations
+
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from click.testing import CliRunner
+from sqlalchemy import inspect, text
+from sqlmodel import SQLModel
+
+from gateway import create_app, schema
+from gateway.cli import main
+from gateway.store import make_engine
+from tests.conftest import POSTGRES_ENV, scratch_postgres_database
+from tests.support import ACME, CONFIG_KEY, call_params, post_signed, twiml_root
+
+SNAPSHOTS = Path(__file__).parent / "schema_before_migrations"
+CONVERSATION_ID = "0b6f7b4e-3f59-4d5c-9f1e-6a1d2c3b4a59"
+
+#: One row in every table of the schema made before migrations, written as that code wrote them.
+ROWS_BEFORE_MIGRATIONS = [
+    ("conversations", {
+        "id": CONVERSATION_ID, "project_key": ACME, "channel": "voice", "call_sid": "CA" + "5" * 32,
+        "shared_id": "crm-42", "from_number": "+14155551234", "to_number": "+14155550199",
+        "state": "handoff_completed", "topic": None, "destination": "Front desk", "reason": "needs_human",
+        "utterance": None, "data": '{"account_number": "12345"}', "attempts": 1, "call_status": "completed",
+        "status_sequence": 3, "duration_seconds": 42, "started_at": "2026-11-20 10:00:00+00:00",
+        "updated_at": "2026-11-20 10:01:00+00:00", "ended_at": "2026-11-20 10:02:00+00:00",
+    }),
+    ("handoff_events", {
+        "id": 1, "conversation_id": CONVERSATION_ID, "state": "handoff_initiated", "destination": "Front desk",
+        "detail": None, "dedupe_key": "call", "at": "2026-11-20 10:00:00+00:00",
+    }),
+    ("destinations", {
+        "id": 1, "project_key": ACME, "name": "Night desk", "body": '{"method": "invite", "route": "+14155550111"}',
+        "created_at": "2026-11-20 09:00:00+00:00", "updated_at": "2026-11-20 09:00:00+00:00",
+    }),
+    ("api_keys", {
+        "id": 1, "project_key": ACME, "key_sha256": "a" * 64, "label": "crm", "created_at": "2026-11-20 09:00:00+00:00",
+    }),
+    ("sms_messages", {
+        "id": 1, "sid": "SM" + "1" * 32, "project_key": ACME, "conversation_id": CONVERSATION_ID,
+        "direction": "outbound", "from_number": "+14155550199", "to_number": "+14155551234", "body": "Hello",
+        "status": "delivered", "error_code": None, "created_at": "2026-11-20 10:05:00+00:00",
+        "updated_at": "2026-11-20 10:05:00+00:00",
+    }),
+    ("sms_status_events", {
+        "id": 1, "message_sid": "SM" + "1" * 32, "status": "delivered", "error_code": None, "at": "2026-11-20 10:05:01+00:00",
+    }),
+    ("sms_opt_outs", {
+        "id": 1, "project_key": ACME, "number": "+14155559999", "keyword": "STOP", "at": "2026-11-20 10:06:00+00:00",
+    }),
+    ("sms_threads", {
+        "id": 1, "project_key": ACME, "customer_number": "+14155551234", "conversation_id": CONVERSATION_ID,
+    }),
+    ("chat_messages", {
+        "id": 1, "conversation_id": CONVERSATION_ID, "role": "customer", "text": "I need a person", "at": "2026-11-20 10:00:30+00:00",
+    }),
+]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request, tmp_path):
+    """A database of the test's own with nothing in it: no tables, no revision."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    if not os.environ.get(POSTGRES_ENV):
+        pytest.skip(f"{POSTGRES_ENV} is not set; PostgreSQL runs are skipped")
+    with scratch_postgres_database("gateway_migrations") as url:
+        yield url
+
+
+@pytest.fixture
+def engine(empty_database_url):
+    engine = make_engine(empty_database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def cli(empty_database_url, config_path, monkeypatch):
+    """Run `gateway …` against the test's database, as an operator's shell would."""
+    monkeypatch.setenv("GATEWAY_DATABASE_URL", empty_database_url)
+    monkeypatch.setenv("GATEWAY_CONFIG", str(config_path))
+    return lambda *args: CliRunner().invoke(main, list(args))
+
+
+def _revision(engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def _drift(engine) -> list:
+    """What the models hold that the database does not, or the other way round (Alembic's check)."""
+    with engine.connect() as connection:
+        return compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+
+
+def _make_database_before_migrations(engine) -> None:
+    """The tables and rows a gateway made before migrations, from the frozen DDL of that code."""
+    ddl = (SNAPSHOTS / f"{engine.dialect.name}.sql").read_text()
+    statements = [s for s in "\n".join(l for l in ddl.splitlines() if not l.startswith("--")).split(";") if s.strip()]
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+        for table, row in ROWS_BEFORE_MIGRATIONS:
+            columns = ", ".join(row)
+            values = ", ".join(f":{name}" for name in row)
+            connection.execute(text(f"INSERT INTO {table} ({columns}) VALUES ({values})"), row)
+
+
+def _all_rows(engine) -> dict[str, list]:
+    with engine.connect() as connection:
+        return {
+            table: [tuple(map(str, found)) for found in connection.execute(text(f"SELECT {', '.join(row)} FROM {table}"))]
+            for table, row in ROWS_BEFORE_MIGRATIONS
+        }
+
+
+def test_db_upgrade_makes_an_empty_database_at_head_with_every_table(cli, engine):
+    result = cli("db", "upgrade")
+
+    assert result.exit_code == 0, result.output
+    assert f"database at revision {schema.head()}" in result.output
+    assert _revision(engine) == schema.head()
+    assert set(SQLModel.metadata.tables) <= set(inspect(engine).get_table_names())
+
+
+def test_init_db_does_what_db_upgrade_does(cli, engine):
+    result = cli("init-db")
+
+    assert result.exit_code == 0, result.output
+    assert _revision(engine) == schema.head()
+    assert _drift(engine) == []
+
+
+def test_the_models_match_what_the_migrations_make(engine):
+    """A model changed without a revision fails here: write one with `gateway db revision`."""
+    schema.upgrade(engine)
+    assert _drift(engine) == [], "the models differ from the migrations; see docs/migrations.md"
+
+
+def test_the_migrations_have_one_head():
+    """Two branches that each added a revision after the same one must be chained before merging."""
+    assert len(schema._scripts().get_heads()) == 1, "run `alembic merge`, or re-point one down_revision"
+
+
+def test_upgrading_twice_changes_nothing(engine):
+    schema.upgrade(engine)
+    assert schema.upgrade(engine) == schema.head()
+    assert _drift(engine) == []
+
+
+def test_instances_upgrading_at_once_migrate_one_after_the_other(empty_database_url, engine):
+    """Several instances started together on one new database: one migrates, the others wait."""
+    engines = [make_engine(empty_database_url) for _ in range(3)]
+    with ThreadPoolExecutor(len(engines)) as pool:
+        revisions = list(pool.map(schema.upgrade, engines))
+    for each in engines:
+        each.dispose()
+
+    assert revisions == [schema.head()] * len(engines)
+    assert _drift(engine) == []
+
+
+def test_a_database_made_before_migrations_is_adopted_with_every_row(cli, engine):
+    _make_database_before_migrations(engine)
+    rows_before = _all_rows(engine)
+    assert all(rows_before.values())
+
+    result = cli("db", "upgrade")
+
+    assert result.exit_code == 0, result.output
+    assert _revision(engine) == schema.head()
+    assert _all_rows(engine) == rows_before
+    assert _drift(engine) == [], "an adopted database must be the one a new install gets"
+
+
+def test_the_app_refuses_a_database_made_before_migrations_until_it_is_upgraded(
+    make_settings, empty_database_url, engine, cli
+):
+    _make_database_before_migrations(engine)
+    app = create_app(make_settings(database_url=empty_database_url))
+    client = app.test_client()
+
+    refused = client.get(f"/v1/{ACME}/handoff_state?id={CONVERSATION_ID}", headers={"x-api-key": CONFIG_KEY})
+    assert refused.status_code == 503
+    assert refused.get_json()["error"]["code"] == "database_behind"
+    assert "`gateway db upgrade`" in refused.get_json()["error"]["message"]
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "gateway db upgrade" in ready.get_json()["reason"]
+    # A caller is still routed: the webhook answers from the config, as when the database is down.
+    call = post_signed(client, "/voice/call", call_params(call_sid="CA" + "6" * 32, to="+14155550199"))
+    assert call.status_code == 200
+    assert twiml_root(call.data).find("Dial/Number").text == "+14155550100"
+
+    assert cli("db", "upgrade").exit_code == 0
+
+    served = client.get(f"/v1/{ACME}/handoff_state?id={CONVERSATION_ID}", headers={"x-api-key": CONFIG_KEY})
+    assert served.status_code == 200, served.get_json()
+    assert served.get_json()["shared_id"] == "crm-42"
+    assert client.get("/readyz").status_code == 200
+    app.extensions["gateway"].engine.dispose()
+
+
+def test_the_cli_refuses_a_database_made_before_migrations(cli, engine):
+    _make_database_before_migrations(engine)
+
+    result = cli("api-key", "create", "--account", "acme", "--project", "frontdesk")
+
+    assert result.exit_code == 1
+    assert "run `gateway db upgrade`" in result.output
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM api_keys")).scalar() == 1
+
+
+@pytest.fixture
+def next_release(tmp_path, monkeypatch):
+    """The migrations plus one more revision, as the next release would ship them: a new column."""
+    migrations = tmp_path / "migrations"
+    shutil.copytree(schema.MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
+    (migrations / "versions" / "9001_next_release.py").write_text(
+        f'''"""A column the next release adds."""
+from alembic import op
+import sqlalchemy as sa
+
+revision = "9001"
+down_revision = "{schema.head()}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column("conversations", sa.Column("priority", sa.Integer(), nullable=True))
+
+
+def downgrade():
+    op.drop_column("conversations", "priority")
+'''
+    )
+
+    def switch():
+        monkeypatch.setattr(schema, "MIGRATIONS_DIR", migrations)
+        schema._scripts.cache_clear()
+
+    yield switch
+    schema._scripts.cache_clear()
+
+
+def test_the_app_refuses_a_database_behind_head_and_db_upgrade_brings_it_up_keeping_rows(
+    make_settings, empty_database_url, engine, cli, next_release
+):
+    _make_database_before_migrations(engine)
+    assert cli("db", "upgrade").exit_code == 0
+    rows = _all_rows(engine)
+    baseline_head = schema.head()
+    next_release()
+
+    app = create_app(make_settings(database_url=empty_database_url))
+    refused = app.test_client().get(f"/v1/{ACME}/handoff_state?id={CONVERSATION_ID}", headers={"x-api-key": CONFIG_KEY})
+    assert refused.status_code == 503
+    assert refused.get_json()["error"]["message"] == (
+        f"the database schema is at revision {baseline_head}, behind this gateway's 9001: run `gateway db upgrade`"
+    )
+
+    result = cli("db", "upgrade")
+
+    assert result.exit_code == 0, result.output
+    assert _revision(engine) == "9001"
+    assert "priority" in {column["name"] for column in inspect(engine).get_columns("conversations")}
+    assert _all_rows(engine) == rows
+    assert app.test_client().get("/readyz").status_code == 200
+    app.extensions["gateway"].engine.dispose()
+
+
+def test_the_previous_release_keeps_serving_a_database_a_newer_release_upgraded(
+    make_settings, empty_database_url, engine, next_release, monkeypatch, caplog
+):
+    """A rolling upgrade: the new release migrated; an old instance restarting must still serve."""
+    this_release = schema.MIGRATIONS_DIR
+    next_release()
+    schema.upgrade(engine)
+    monkeypatch.setattr(schema, "MIGRATIONS_DIR", this_release)
+    schema._scripts.cache_clear()
+
+    app = create_app(make_settings(database_url=empty_database_url))
+    client = app.test_client()
+    response = post_signed(client, "/voice/call", call_params(call_sid="CA" + "7" * 32, to="+14155550199"))
+
+    assert response.status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert any("does not know" in record.getMessage() for record in caplog.records)
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT state FROM conversations WHERE call_sid = :sid"), {"sid": "CA" + "7" * 32})
+        assert stored.scalar_one() == "handoff_initiated"
+    app.extensions["gateway"].engine.dispose()
