@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from gateway.config import EventWebhook, GatewayConfig, ProjectConfig
 from gateway.events import LOOKBACK
 from gateway.models import EventDelivery, EventSubscription, PublishedEvent, utcnow
-from gateway.store import _insert_ignoring_conflict, as_utc
+from gateway.store import insert_ignoring_conflict, as_utc
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -39,7 +39,7 @@ def subscription(session: Session, project: ProjectConfig, webhook: EventWebhook
             PublishedEvent.project_key == project.key, PublishedEvent.created_at < now - LOOKBACK
         )
     ).one()
-    _insert_ignoring_conflict(
+    insert_ignoring_conflict(
         session,
         EventSubscription.__table__,
         {"project_key": project.key, "url": webhook.url, "queued_through_seq": before or 0, "first_seen_at": now},
@@ -73,7 +73,7 @@ def queue(session: Session, config: GatewayConfig) -> int:
             ).all()
             for event in events:
                 if webhook.wants(event.type):
-                    made += _insert_ignoring_conflict(
+                    made += insert_ignoring_conflict(
                         session,
                         EventDelivery.__table__,
                         {

@@ -18,6 +18,7 @@ INTERNAL = {
     "gateway.spool.RecordRejected",  # a spool record set aside
     "gateway.call_records.ReplayBusy",  # the webhook fails open
     "gateway.schema.DatabaseBehind",  # an OperationalError: fails open, or 503 naming the command
+    "gateway.deliver.SecretMissing",  # stops `gateway deliver` at start with its one line
 }
 
 

@@ -7,7 +7,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway import event_types, events, openapi
 from gateway.web import current_gateway, db
 from gateway.web.api import bp
-from gateway.web.errors import ApiError
+from gateway.errors import GatewayError
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
@@ -32,7 +32,7 @@ def list_events():
 def _after_arg() -> int:
     value = request.args.get("after", "0")
     if not (value.isascii() and value.isdigit()) or len(value) > 18:
-        raise ApiError(400, "invalid_cursor", "after must be a next_cursor this API gave out; leave it out to start from the oldest.")
+        raise GatewayError(400, "invalid_cursor", "after must be a next_cursor this API gave out; leave it out to start from the oldest.")
     return int(value)
 
 
@@ -41,10 +41,10 @@ def _types_arg() -> list[str]:
         return list(event_types.EVENT_TYPES)
     patterns = [part.strip() for value in request.args.getlist("types") for part in value.split(",")]
     if not all(patterns):
-        raise ApiError(400, "invalid_parameter", "types: name at least one type between the commas, or leave types out.")
+        raise GatewayError(400, "invalid_parameter", "types: name at least one type between the commas, or leave types out.")
     for pattern in patterns:
         if not event_types.types_matching([pattern]):
-            raise ApiError(
+            raise GatewayError(
                 400,
                 "invalid_parameter",
                 f"types: {pattern!r} matches no event type; use globs of {', '.join(event_types.EVENT_TYPES)}.",
@@ -55,7 +55,7 @@ def _types_arg() -> list[str]:
 def _limit_arg() -> int:
     value = request.args.get("limit", str(DEFAULT_PAGE))
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
-        raise ApiError(400, "invalid_parameter", f"limit must be a whole number from 1 to {MAX_PAGE}.")
+        raise GatewayError(400, "invalid_parameter", f"limit must be a whole number from 1 to {MAX_PAGE}.")
     return int(value)
 
 
