@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlmodel import Session, SQLModel
 
 from gateway import message_store, project_store, store
-from gateway.models import NewCall
+from gateway.models import new_id, utcnow
 from tests.support import ACME, ASSISTANT_URL, BOT_KEY
 
 TEXTER = "+14155551234"
@@ -21,8 +21,9 @@ OUR_NUMBER = "+14155550399"
 
 def _given(session: Session) -> dict:
     """Rows the writes below act on, committed before each test."""
-    call = NewCall(project_key=ACME, call_sid="CA" + "8" * 32, from_number=TEXTER, to_number="+14155550199", shared_id=None)
-    store.add_new_call(session, call, None)
+    call, _made = store.insert_call(
+        session, call_sid="CA" + "8" * 32, project_key=ACME, from_number=TEXTER, to_number="+14155550199", shared_id=None
+    )
     chat_conversation = message_store.create_conversation(session, project_key=ACME, channel="chat")
     message_store.opt_out(session, ACME, "+14155559999", keyword="STOP")
     session.commit()
@@ -47,7 +48,16 @@ WRITES = {
     "add_destination": lambda s, g: project_store.add_destination(s, ACME, "Night desk", {"name": "Night desk", "method": "bye"}),
     "add_api_key": lambda s, g: project_store.add_api_key(s, ACME, "b" * 64, "crm"),
     "delete_call": lambda s, g: store.delete_call(s, g["call_sid"]),
+    "add_new_call": lambda s, g: store.add_new_call(store.dbapi_connection(s), s.get_bind().dialect, _new_call_row(), None),
 }
+
+
+def _new_call_row() -> dict:
+    now = utcnow()
+    return {
+        "id": new_id(), "project_key": ACME, "channel": "voice", "call_sid": "CA" + "9" * 32, "data": {},
+        "attempts": 0, "started_at": now, "updated_at": now,
+    }
 
 
 def _everything(engine) -> dict[str, list]:
