@@ -144,3 +144,14 @@ def test_a_custom_sip_header_named_like_a_sid_is_the_callers_own_value(client, s
     params = call_params(**{"SipHeader_X-Session-Sid": "abc123", "SipHeader_X-Shared-Id": "crm-9"})
     assert post_signed(client, "/voice/call", params).status_code == 200
     assert [c.shared_id for c in stored_conversations(session)] == ["crm-9"]
+
+
+@pytest.mark.parametrize("blank", [" ", "   ", "\t", " \n "])
+def test_a_whitespace_only_auth_token_is_refused_like_an_empty_one(make_app, session, caplog, blank):
+    """A token of spaces would let anyone sign webhooks: it is treated as no token at all."""
+    caplog.set_level(logging.ERROR)
+    client = make_app(twilio_auth_token=blank).test_client()
+    response = post_signed(client, "/voice/call", call_params(), token=blank)
+    assert response.status_code == 503
+    assert "TWILIO_AUTH_TOKEN is not set" in caplog.text
+    assert stored_conversations(session) == []
