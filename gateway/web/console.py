@@ -15,6 +15,7 @@ import uuid
 from xml.etree import ElementTree
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from flask import (
@@ -38,10 +39,10 @@ from werkzeug.test import Client
 
 from gateway import catalog, store, timeline
 from gateway.config import ProjectConfig
-from gateway.destinations import METHOD_HELP
+from gateway.destinations import METHOD_HELP, has_control_character
 from gateway.handoff import LIFECYCLE_STATES
 from gateway.safe_text import is_storable
-from gateway.web import current_gateway, db
+from gateway.web import console_headers, current_gateway, db
 from gateway.web.signature import public_base_url
 
 CONSOLE_PATH = "/console"
@@ -78,6 +79,10 @@ class ConsoleSessions(SecureCookieSessionInterface):
             return None
         return super().open_session(app, request)
 
+    def get_cookie_secure(self, app) -> bool:
+        """Secure when the public URL is https, or when this request came over https."""
+        return super().get_cookie_secure(app) or request.is_secure
+
 
 def register(app) -> None:
     """The blueprint plus its session, with a cookie the browser sends to /console only."""
@@ -91,6 +96,7 @@ def register(app) -> None:
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
     )
     app.register_blueprint(bp)
+    console_headers.init_app(app, CONSOLE_PATH, Path(app.root_path, app.template_folder, "console"))
 
 
 # --- sign-in, CSRF and the current project -------------------------------------------------
@@ -143,6 +149,10 @@ def _guard():
     if not _storable_request():  # PostgreSQL would fail the query on a NUL
         return render_template(
             "console/error.html", title="Bad request", message="The address or the form holds a NUL character (%00); remove it."
+        ), 400
+    if has_control_character(request.values.get("next", "")):  # it would become a Location header
+        return render_template(
+            "console/error.html", title="Bad request", message="The next address holds a line break or another control character; remove it."
         ), 400
     if request.method == "POST":
         sent = request.form.get("csrf_token", "")
