@@ -27,6 +27,7 @@ from gateway.web import (
     sms,
     voice,
 )
+from gateway.web.json_provider import StrictJSONProvider
 from gateway.web.logcontext import configure_logging
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     engine = make_engine(settings.database_url, busy_timeout=settings.database_busy_timeout)
 
     app = Flask(__name__)
+    app.json = StrictJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     # Random when unset: `gunicorn --preload` builds the app once, so its workers share the key.
     app.secret_key = settings.secret_key.get_secret_value() if settings.secret_key else secrets.token_hex(32)

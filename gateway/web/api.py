@@ -5,7 +5,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from gateway import openapi, presenters, store
+from gateway import openapi, presenters, store, strict_json
 from gateway.apikeys import KeyCheck, check_key
 from gateway.safe_text import is_storable
 from gateway.web import current_gateway, db
@@ -70,9 +70,13 @@ def json_body(*, optional: bool = False) -> dict:
     if optional and not request.get_data():
         return {}
     try:
-        body = request.get_json(silent=True)
+        body = strict_json.loads(request.get_data()) if request.is_json else None
     except RecursionError:
         raise ApiError(400, "invalid_json", f"The JSON nests deeper than {MAX_JSON_DEPTH} levels; flatten it.") from None
+    except strict_json.NonStandardJson as error:
+        raise ApiError(400, "invalid_json", f"The JSON holds {error}.") from None
+    except ValueError:  # not JSON at all, or not UTF-8
+        body = None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "Send a JSON object with Content-Type: application/json.")
     problem = _json_problem(body)
