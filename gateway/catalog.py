@@ -1,6 +1,6 @@
 """A project's destinations: the config file's (read-only) and those made through the API or console.
 
-Names are unique across both. Every write goes through `Destination`'s validation and
+Names are unique across both, compared NFKC-normalised and without regard to case. Every write goes through `Destination`'s validation and
 `check_destination`, the same rules the config file obeys.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from gateway.config import ProjectConfig
-from gateway.destinations import Destination, check_destination
+from gateway.destinations import Destination, check_destination, name_key
 from gateway.models import StoredDestination, utcnow
 
 Source = Literal["config", "database"]
@@ -36,9 +36,15 @@ class CatalogError(Exception):
 def _stored(session: Session, project: ProjectConfig, name: str) -> StoredDestination | None:
     return session.exec(
         select(StoredDestination).where(
-            StoredDestination.project_key == project.key, StoredDestination.name == name
+            StoredDestination.project_key == project.key, StoredDestination.name_key == name_key(name)
         )
     ).first()
+
+
+def _configured(project: ProjectConfig, name: str) -> Destination | None:
+    """The file's destination of that name, whatever its case or Unicode form."""
+    key = name_key(name)
+    return next((d for d in project.destinations if name_key(d.name) == key), None)
 
 
 def list_destinations(session: Session, project: ProjectConfig) -> list[Entry]:
@@ -54,7 +60,8 @@ def list_destinations(session: Session, project: ProjectConfig) -> list[Entry]:
 
 
 def find(session: Session, project: ProjectConfig, name: str) -> Entry | None:
-    configured = project.destination(name)
+    """By name without regard to case or Unicode form, as names are unique."""
+    configured = _configured(project, name)
     if configured is not None:
         return Entry(configured, "config")
     row = _stored(session, project, name)
@@ -81,18 +88,17 @@ def validate(body: dict, project: ProjectConfig) -> Destination:
 
 def create(session: Session, project: ProjectConfig, body: dict) -> Destination:
     destination = validate(body, project)
-    if find(session, project, destination.name) is not None:
-        raise _duplicate(destination.name)
+    if (taken := find(session, project, destination.name)) is not None:
+        raise _duplicate(taken.destination.name)
     session.add(
         StoredDestination(
-            project_key=project.key, name=destination.name, body=destination.model_dump(mode="json")
+            project_key=project.key,
+            name=destination.name,
+            name_key=name_key(destination.name),
+            body=destination.model_dump(mode="json"),
         )
     )
-    try:
-        session.commit()
-    except IntegrityError:  # a concurrent create of the same name won the race
-        session.rollback()
-        raise _duplicate(destination.name) from None
+    _commit_unless_taken(session, destination.name)
     return destination
 
 
@@ -100,13 +106,15 @@ def update(session: Session, project: ProjectConfig, name: str, changes: dict) -
     """Apply a partial change (PATCH); renaming is allowed when the new name is free."""
     row = _writable(session, project, name)
     destination = validate({**row.body, **changes}, project)
-    if destination.name != name and find(session, project, destination.name) is not None:
-        raise _duplicate(destination.name)
+    renamed_to = name_key(destination.name)
+    if renamed_to != row.name_key and (taken := find(session, project, destination.name)) is not None:
+        raise _duplicate(taken.destination.name)
     row.name = destination.name
+    row.name_key = renamed_to
     row.body = destination.model_dump(mode="json")
     row.updated_at = utcnow()
     session.add(row)
-    session.commit()
+    _commit_unless_taken(session, destination.name)
     return destination
 
 
@@ -115,12 +123,21 @@ def delete(session: Session, project: ProjectConfig, name: str) -> None:
     session.commit()
 
 
+def _commit_unless_taken(session: Session, name: str) -> None:
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent write of the same name won the race
+        session.rollback()
+        raise _duplicate(name) from None
+
+
 def _writable(session: Session, project: ProjectConfig, name: str) -> StoredDestination:
-    if project.destination(name) is not None:
+    configured = _configured(project, name)
+    if configured is not None:
         raise CatalogError(
             409,
             "managed_by_config",
-            f"{name!r} comes from the config file ({project.key}); change it there.",
+            f"{configured.name!r} comes from the config file ({project.key}); change it there.",
         )
     row = _stored(session, project, name)
     if row is None:

@@ -104,12 +104,15 @@ class StoredDestination(SQLModel, table=True):
     """A destination made through the API or console (the file's own live only in the file)."""
 
     __tablename__ = "destinations"
-    # Also the index for a project's destinations: project_key leads it.
-    __table_args__ = (UniqueConstraint("project_key", "name"),)
+    # Names are unique without regard to case (`destinations.name_key`). Also the index for a
+    # project's destinations: project_key leads it.
+    __table_args__ = (UniqueConstraint("project_key", "name_key"),)
 
     id: int | None = Field(default=None, primary_key=True)
     project_key: str = Field(max_length=200)
     name: str = Field(max_length=100)
+    #: The name NFKC-normalised, trimmed and case-folded: "Front desk" and "front desk" clash.
+    name_key: str = Field(max_length=300)
     body: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()
