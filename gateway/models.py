@@ -197,3 +197,17 @@ class ChatMessage(SQLModel, table=True):
     role: str = Field(max_length=20)  # customer | assistant
     text: str = Field(sa_type=Text)
     at: datetime = _timestamp()
+
+
+class SignInFailure(SQLModel, table=True):
+    """A wrong console password from one address; shared by every worker and instance."""
+
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (
+        Index("ix_sign_in_failures_address", "address", "at"),  # an address's recent failures
+        Index("ix_sign_in_failures_at", "at"),  # forgetting old ones
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    address: str = Field(max_length=100)
+    at: datetime = _timestamp()

@@ -5,7 +5,7 @@ import pytest
 from sqlmodel import select
 
 from gateway import catalog
-from gateway.models import StoredDestination
+from gateway.models import SignInFailure, StoredDestination
 from gateway.sign_in_throttle import SignInThrottle
 from tests.console_support import PASSWORD, PASSWORD_HASH, field_error, post_form, sign_in, text_of
 from tests.support import ACME
@@ -109,6 +109,20 @@ def test_signing_in_clears_the_address_of_its_wrong_passwords(console_app):
     for _ in range(4):
         assert sign_in(client, password="guess").status_code == 401
     assert sign_in(client).status_code == 302
+
+
+def test_wrong_passwords_count_across_workers_and_instances(make_app, session):
+    """Two gateways on one database (two workers, or two instances behind a load balancer)."""
+    first, second = (make_app(console_password_hash=PASSWORD_HASH) for _ in range(2))
+    guessers = [client_at(first, "203.0.113.9"), client_at(second, "203.0.113.9")]
+    for attempt in range(5):
+        assert sign_in(guessers[attempt % 2], password="guess").status_code == 401
+    for guesser in guessers:
+        assert sign_in(guesser).status_code == 429
+    session.expire_all()
+    assert session.exec(select(SignInFailure.address)).all() == ["203.0.113.9"] * 5
+
+    assert sign_in(client_at(first, "198.51.100.7")).status_code == 302
 
 
 def client_at(app, address: str):

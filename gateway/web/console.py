@@ -208,7 +208,7 @@ def sign_in():
         return _sign_in_page()
     throttle = current_gateway().sign_in_throttle
     address = request.remote_addr or "unknown"
-    wait = throttle.retry_after(address)
+    wait = throttle.retry_after(db(), address)
     if wait:
         current_app.logger.warning("console sign-in from %s refused unchecked: too many wrong passwords", address)
         minutes = math.ceil(wait / 60)
@@ -216,13 +216,13 @@ def sign_in():
         return _sign_in_page(message, 429, {"Retry-After": str(wait)})
     password_hash = _password_hash()
     if check_password_hash(password_hash, request.form.get("password", "")):
-        throttle.succeeded(address)
+        throttle.succeeded(db(), address)
         session.clear()
         session.permanent = True
         session["operator"] = _hash_fingerprint(password_hash)
         csrf_token()
         return redirect(_safe_next(request.form.get("next")))
-    throttle.failed(address)
+    throttle.failed(db(), address)
     current_app.logger.warning("console sign-in refused from %s", address)
     return _sign_in_page("That password is not right.", 401)
 
