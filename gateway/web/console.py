@@ -37,7 +37,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.security import check_password_hash
 from werkzeug.test import Client
 
-from gateway import catalog, store, timeline
+from gateway import catalog, jsonlog, store, timeline
 from gateway.config import ProjectConfig
 from gateway.destinations import METHOD_HELP, has_control_character
 from gateway.handoff import LIFECYCLE_STATES
@@ -207,7 +207,8 @@ def sign_in():
     if request.method == "GET":
         return _sign_in_page()
     throttle = current_gateway().sign_in_throttle
-    address = request.remote_addr or "unknown"
+    # Behind a trusted proxy this is X-Forwarded-For's text: keep it printable and the column's size.
+    address = jsonlog.printable(request.remote_addr or "unknown")[:100]
     wait = throttle.retry_after(db(), address)
     if wait:
         current_app.logger.warning("console sign-in from %s refused unchecked: too many wrong passwords", address)

@@ -65,11 +65,13 @@ def json_handler(app: Flask, stream: TextIO | None = None) -> logging.Handler:
 
 
 def configure_logging(app: Flask) -> None:
-    """Send every log line to stderr as JSON, unless logging is already set up.
+    """Send every log line to stderr as JSON, unless logging is already set up; in any case,
+    escape what could forge or hide log text in the values logged.
 
     pytest (and gunicorn --log-config) put handlers on the root logger first; we leave those be,
     as logging.basicConfig does.
     """
+    jsonlog.install_printable_arguments()
     root = logging.getLogger()
     if root.handlers:
         return
