@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import secrets
 import sys
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -20,6 +19,7 @@ from gateway.models import ApiKey
 from gateway.settings import Settings
 from gateway.spool import Spool
 from gateway.store import init_db, make_engine
+from gateway.web.signature import simulated_call_form
 
 DEFAULT_SIMULATE_URL = "http://127.0.0.1:8000/voice/call"
 MIN_PASSWORD_LENGTH = 8
@@ -250,15 +250,7 @@ def simulate_call(to_number: str, from_number: str, url: str) -> None:
     if settings.auth_token is None:
         click.echo("TWILIO_AUTH_TOKEN is not set: it is needed to sign the request", err=True)
         sys.exit(1)
-    params = {
-        "CallSid": "CA" + uuid.uuid4().hex,
-        "AccountSid": settings.twilio_account_sid or "AC" + "0" * 32,
-        "From": from_number,
-        "To": to_number,
-        "CallStatus": "ringing",
-        "ApiVersion": "2010-04-01",
-        "Direction": "inbound",
-    }
+    params = simulated_call_form(account_sid=settings.twilio_account_sid, from_number=from_number, to_number=to_number)
     signature = RequestValidator(settings.auth_token).compute_signature(url, params)
     try:
         response = requests.post(url, data=params, headers={"X-Twilio-Signature": signature}, timeout=15)

@@ -212,6 +212,9 @@ def call_params(call_sid: str = "CA" + "1" * 32, to: str = "+14155550199", **ext
         "Direction": "inbound",
     }
     params.update(extra)
+    # Twilio sends each twice, under a second name (see gateway/web/signature.py).
+    params.setdefault("Called", params["To"])
+    params.setdefault("Caller", params["From"])
     return params
 
 

@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import math
 import secrets
-import uuid
 from xml.etree import ElementTree
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
@@ -43,7 +42,7 @@ from gateway.destinations import METHOD_HELP, has_control_character
 from gateway.handoff import LIFECYCLE_STATES
 from gateway.safe_text import is_storable
 from gateway.web import console_headers, current_gateway, db
-from gateway.web.signature import public_base_url
+from gateway.web.signature import public_base_url, simulated_call_form
 
 CONSOLE_PATH = "/console"
 
@@ -411,16 +410,9 @@ def simulate_call(to_number: str, from_number: str) -> tuple[int, str]:
     """
     token = current_gateway().settings.auth_token
     base = public_base_url()
-    call_sid = "CA" + uuid.uuid4().hex
-    params = {
-        "CallSid": call_sid,
-        "AccountSid": current_gateway().settings.twilio_account_sid or "AC" + "0" * 32,
-        "From": from_number,
-        "To": to_number,
-        "CallStatus": "ringing",
-        "ApiVersion": "2010-04-01",
-        "Direction": "inbound",
-    }
+    account_sid = current_gateway().settings.twilio_account_sid
+    params = simulated_call_form(account_sid=account_sid, from_number=from_number, to_number=to_number)
+    call_sid = params["CallSid"]
     signature = RequestValidator(token).compute_signature(base + "/voice/call", params)
     client = Client(current_app._get_current_object())
     try:
