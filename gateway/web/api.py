@@ -1,18 +1,33 @@
 """The HTTP API for assistants and integrators: /v1/{account_id}/{project_id}/... (SPEC §5)."""
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, current_app, g, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from gateway import openapi, presenters, store, strict_json
 from gateway.apikeys import KeyCheck, check_key
+from gateway.failopen import DATABASE_ERRORS
 from gateway.safe_text import is_storable
 from gateway.web import current_gateway, db
-from gateway.web.errors import ApiError, handle_api_error, handle_http_error
+from gateway.web.errors import ApiError, error_response, handle_api_error, handle_http_error
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__, url_prefix="/v1/<account_id>/<project_id>")
 bp.register_error_handler(ApiError, handle_api_error)
+
+
+def _database_unavailable(error: Exception):
+    """SPEC §5's error shape for an outage, not a bare 500: the integrator can retry."""
+    log.error("database unavailable on %s (%s: %s)", request.path, type(error).__name__, error)
+    return error_response(503, "database_unavailable", "The database is not answering; try again in a moment.")
+
+
+for _database_error in DATABASE_ERRORS:
+    bp.register_error_handler(_database_error, _database_unavailable)
 
 
 @bp.url_value_preprocessor

@@ -39,6 +39,7 @@ from werkzeug.test import Client
 from gateway import catalog, jsonlog, store, timeline
 from gateway.config import ProjectConfig
 from gateway.destinations import METHOD_HELP, has_control_character
+from gateway.failopen import DATABASE_ERRORS
 from gateway.handoff import LIFECYCLE_STATES
 from gateway.safe_text import is_storable
 from gateway.web import console_headers, current_gateway, db
@@ -532,6 +533,19 @@ def conversation(conversation_id: str):
     return render_template(
         "console/conversation.html", conversation=found, entries=timeline.build(db(), found)
     )
+
+
+def _database_unavailable(error: Exception):
+    current_app.logger.error("database unavailable on %s (%s: %s)", request.path, type(error).__name__, error)
+    return render_template(
+        "console/error.html",
+        title="Database unavailable",
+        message="The gateway's database is not answering, so this page cannot be shown. Try again in a moment.",
+    ), 503
+
+
+for _database_error in DATABASE_ERRORS:
+    bp.register_error_handler(_database_error, _database_unavailable)
 
 
 @bp.errorhandler(404)

@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway import jsonlog, metrics
+from gateway import jsonlog, metrics, store
 from gateway.web import current_gateway
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,13 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Ready when the database answers a query and has our tables; 503 with the reason if not."""
+    """Ready when the database answers, has our tables and takes a write; 503 with the reason if not."""
     gateway = current_gateway()
     try:
         with gateway.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         gateway.ensure_schema()
+        store.prove_writable(gateway.engine)
     except SQLAlchemyError as error:
         cause = getattr(error, "orig", None) or error
         reason = f"database unreachable: {type(cause).__name__}: {str(cause).strip().splitlines()[0]}"
