@@ -6,6 +6,8 @@ import xml.etree.ElementTree as ET
 
 from twilio.request_validator import RequestValidator
 
+from gateway.store import make_engine
+
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 ACCOUNT_SID = "AC" + "0" * 32
 BASE_URL = "http://localhost"
@@ -252,3 +254,13 @@ def add_assistant_number(config_path) -> None:
             f'[[projects.numbers]]\nnumber = "{ASSISTANT_NUMBER}"\nassistant_url = "wss://bot.acme.test/stream"\n\n{marker}',
         )
     )
+
+
+def make_database_unreachable(app, database_url: str, tmp_path) -> None:
+    """Point a running app at a database that cannot answer: a missing folder, or a closed port."""
+    gateway = app.extensions["gateway"]
+    gateway.engine.dispose()
+    if database_url.startswith("sqlite"):
+        gateway.engine = make_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'gateway.db'}")
+    else:
+        gateway.engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/gateway")

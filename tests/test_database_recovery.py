@@ -18,7 +18,7 @@ from gateway import store
 from gateway.models import Conversation
 from gateway.store import make_engine
 from tests.console_support import PASSWORD_HASH, sign_in
-from tests.support import CONFIG_KEY, call_params, post_signed
+from tests.support import CONFIG_KEY, call_params, make_database_unreachable, post_signed
 
 API = "/v1/acme/frontdesk"
 KEY = {"x-api-key": CONFIG_KEY}
@@ -130,17 +130,8 @@ def test_a_replaced_sqlite_file_is_the_one_read_and_written(app, client, databas
     assert stored(path, "CA" + "8" * 32)
 
 
-def unreachable(app, database_url, tmp_path):
-    gateway = app.extensions["gateway"]
-    gateway.engine.dispose()
-    if database_url.startswith("sqlite"):
-        gateway.engine = make_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'gateway.db'}")
-    else:
-        gateway.engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/gateway")
-
-
 def test_the_api_answers_503_database_unavailable_when_the_database_is_unreachable(app, client, database_url, tmp_path):
-    unreachable(app, database_url, tmp_path)
+    make_database_unreachable(app, database_url, tmp_path)
     for response in (
         client.get(f"{API}/conversations", headers=KEY),
         client.get(f"{API}/handoff_state", query_string={"id": "x"}, headers=KEY),
@@ -154,7 +145,7 @@ def test_the_console_shows_its_own_page_when_the_database_is_unreachable(make_ap
     app = make_app(console_password_hash=PASSWORD_HASH)
     client = app.test_client()
     assert sign_in(client).status_code == 302
-    unreachable(app, database_url, tmp_path)
+    make_database_unreachable(app, database_url, tmp_path)
     for response in (client.get("/console/handoffs"), client.get("/console/conversations"), sign_in(client, "guess")):
         assert response.status_code == 503
         page = response.get_data(as_text=True)
