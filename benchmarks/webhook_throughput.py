@@ -95,6 +95,7 @@ def write_requests(path: Path, url: str, count: int, prefix: str) -> None:
 def start(app: str, port: int, workers: int, env: dict, log: Path) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "gunicorn", app, "--preload", "--workers", str(workers),
+        "--worker-class", "gthread", "--threads", "32",  # as the Procfile serves it (docs/serving.md)
         "--bind", f"127.0.0.1:{port}", "--timeout", "20", "--log-level", "warning",
     ]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)

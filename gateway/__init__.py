@@ -29,6 +29,7 @@ from gateway.web import (
 )
 from gateway.web.json_provider import StrictJSONProvider
 from gateway.web.logcontext import configure_logging
+from gateway.web.slow_clients import BodyDeadline
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         hops = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
 
+    app.wsgi_app = BodyDeadline(app.wsgi_app, max_bytes=MAX_REQUEST_BYTES)
     app.teardown_appcontext(close_db)
     app.register_blueprint(voice.bp)
     app.register_blueprint(sms.bp)
