@@ -12,7 +12,7 @@ from gateway.config import load_config
 from gateway.runtime import Gateway
 from gateway.settings import Settings
 from gateway.spool import Spool
-from gateway.failopen import DATABASE_ERRORS
+from gateway.call_records import DATABASE_ERRORS
 from gateway.store import make_engine
 from gateway.twiml import TwimlRenderer
 from gateway.twilio_rest import make_client
@@ -27,6 +27,7 @@ from gateway.web import (
     sms,
     voice,
 )
+from gateway.web.inbound_call import InboundCallEndpoint
 from gateway.web.json_provider import StrictJSONProvider
 from gateway.web.logcontext import configure_logging
 from gateway.web.slow_clients import BodyDeadline
@@ -70,11 +71,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["gateway"].spool.create()
     if not settings.auth_token:
         log.error("TWILIO_AUTH_TOKEN is not set: Twilio webhooks will answer 503 until it is")
-    if settings.trusted_proxies:
-        hops = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
-
-    app.wsgi_app = BodyDeadline(app.wsgi_app, max_bytes=MAX_REQUEST_BYTES)
     app.teardown_appcontext(close_db)
     app.register_blueprint(voice.bp)
     app.register_blueprint(sms.bp)
@@ -82,4 +78,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     console.register(app)
     ops.init_app(app)
     configure_logging(app)
+    app.wsgi_app = InboundCallEndpoint(app, app.wsgi_app)
+    # Outside the call endpoint: every body, that one's too, arrives within the deadline.
+    app.wsgi_app = BodyDeadline(app.wsgi_app, max_bytes=MAX_REQUEST_BYTES)
+    if settings.trusted_proxies:  # outermost: every path sees the client's scheme and host
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
     return app

@@ -13,7 +13,7 @@ from sqlmodel import Session
 from twilio.request_validator import RequestValidator
 from werkzeug.security import generate_password_hash
 
-from gateway import catalog, failopen
+from gateway import call_records, catalog
 from gateway.config import ConfigError, GatewayConfig, ProjectConfig, hash_api_key, load_config
 from gateway.models import ApiKey
 from gateway.settings import Settings
@@ -278,8 +278,8 @@ def replay_spool() -> None:
     engine = make_engine(settings.database_url, busy_timeout=settings.database_busy_timeout)
     try:
         init_db(engine)
-        applied = failopen.replay(spool, engine, config=config)
-    except failopen.UNAVAILABLE as error:
+        applied = call_records.replay(spool, engine, config=config)
+    except call_records.UNAVAILABLE as error:
         click.echo(f"the database is still unavailable; nothing more replayed: {error}", err=True)
         sys.exit(1)
     finally:

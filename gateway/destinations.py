@@ -8,13 +8,13 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 from urllib.parse import quote
 
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gateway.safe_text import is_xml_legal
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 _E164_WITH_EXTENSION = re.compile(r"^(\+[1-9]\d{1,14});ext=(\d{1,10})$")
@@ -42,19 +42,15 @@ METHOD_HELP = {
 }
 
 
-#: Line and paragraph separators that some SIP stacks and log viewers also treat as line breaks.
-_LINE_SEPARATORS = {"\u2028", "\u2029"}
+#: CR, LF and every other control character (Unicode category Cc: C0, DEL and C1, NEL among
+#: them), the line and paragraph separators some SIP stacks and log viewers treat as line
+#: breaks, and what else no TwiML document can carry (lone surrogates, U+FFFE, U+FFFF).
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 
 
 def has_control_character(value: str) -> bool:
-    """True when the value holds CR, LF or any other control character (header injection),
-    or a character no TwiML document can carry.
-
-    C0, DEL and C1 (U+0080-U+009F, NEL among them) are Unicode category Cc.
-    """
-    if not is_xml_legal(value):
-        return True
-    return any(unicodedata.category(ch) == "Cc" or ch in _LINE_SEPARATORS for ch in value)
+    """True when the value holds a character that could inject a header line or break TwiML."""
+    return _CONTROL_CHARACTER.search(value) is not None
 
 
 @dataclass(frozen=True)
@@ -90,8 +86,12 @@ def check_phone_number(number: str) -> None:
         raise ValueError(f"{number} {problem} (+{parsed.country_code}); write it in E.164 like +14155550100")
 
 
+@lru_cache(maxsize=4096)
 def parse_route(route: str, *, method: Method, sip_domain: str | None) -> Route:
-    """Turn a configured route into a dialable target, or raise ValueError saying how to fix it."""
+    """Turn a configured route into a dialable target, or raise ValueError saying how to fix it.
+
+    Cached: the few routes a gateway has are parsed once, not on every call.
+    """
     route = route.strip()
     if match := _E164_WITH_EXTENSION.match(route):
         number, extension = match.groups()

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlmodel import Session
 
 from gateway import jsonlog, metrics, store
-from gateway.models import Conversation, NewCall, utcnow
+from gateway.models import Conversation, utcnow
 
 INITIATED = "handoff_initiated"
 COMPLETED = "handoff_completed"
@@ -75,36 +75,17 @@ def transition(
         return False
     _apply(conversation, state, destination, changes)
     session.add(conversation)
-    announce(conversation)
+    announce(conversation.id, conversation.state, conversation.destination)
     return True
 
 
-def first_attempt(
-    call: NewCall, *, destination: str, reason: str | None, utterance: str | None, dedupe_key: str
-) -> dict:
-    """Stage attempt 1 on a call not stored yet; returns its history entry as a row.
-
-    A new call's row and this entry are written together by `store.add_new_call`, the one
-    path every call takes, so it needs no read and no UPDATE. Call `announce` once stored.
-    """
-    _check(call, INITIATED)
-    _apply(call, INITIATED, destination, {"reason": reason, "utterance": utterance})
-    return {
-        "conversation_id": call.id,
-        "state": INITIATED,
-        "destination": destination,
-        "dedupe_key": dedupe_key,
-        "at": call.updated_at,
-    }
-
-
-def announce(conversation: Conversation | NewCall) -> None:
+def announce(conversation_id: str, state: str | None, destination: str | None) -> None:
     """Count the transition and stamp later log lines with the conversation."""
-    jsonlog.bind(conversation_id=conversation.id)
-    metrics.handoff_recorded(conversation.state, conversation.destination)
+    jsonlog.bind(conversation_id=conversation_id)
+    metrics.handoff_recorded(state, destination)
 
 
-def _check(conversation: Conversation | NewCall, state: str) -> None:
+def _check(conversation: Conversation, state: str) -> None:
     if state not in _NEXT_STATES[conversation.state]:
         allowed = ", ".join(sorted(_NEXT_STATES[conversation.state])) or "nothing"
         raise TransitionError(
@@ -112,7 +93,7 @@ def _check(conversation: Conversation | NewCall, state: str) -> None:
         )
 
 
-def _apply(conversation: Conversation | NewCall, state: str, destination: str | None, changes: dict) -> None:
+def _apply(conversation: Conversation, state: str, destination: str | None, changes: dict) -> None:
     for column, value in changes.items():
         setattr(conversation, column, value)
     conversation.state = state

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
@@ -11,6 +10,11 @@ from sqlmodel import Field, SQLModel
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    """A conversation id: a random UUID, made before the row so TwiML can carry it."""
+    return str(uuid.uuid4())
 
 
 def _timestamp(**kwargs) -> Field:
@@ -29,7 +33,7 @@ class Conversation(SQLModel, table=True):
         Index("ix_conversations_caller", "project_key", "from_number", "started_at"),  # a caller's history
     )
 
-    id: str = Field(default_factory=lambda: str(uuid.uuid4()), primary_key=True, max_length=36)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
     project_key: str = Field(max_length=200)
     channel: str = Field(max_length=10)  # voice | sms | chat
     call_sid: str | None = Field(default=None, unique=True, max_length=64)
@@ -52,36 +56,6 @@ class Conversation(SQLModel, table=True):
     started_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()
     ended_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
-
-
-@dataclass
-class NewCall:
-    """A call's conversation before it is stored, as plain values with Conversation's names.
-
-    Every call starts here: building a SQLModel instance validates each field and costs more
-    than the rest of answering the call, so the hot path inserts this as a row instead.
-    """
-
-    project_key: str
-    call_sid: str
-    from_number: str | None
-    to_number: str | None
-    shared_id: str | None
-    id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    channel: str = "voice"
-    state: str | None = None
-    topic: str | None = None
-    destination: str | None = None
-    reason: str | None = None
-    utterance: str | None = None
-    data: dict = field(default_factory=dict)
-    attempts: int = 0
-    started_at: datetime = field(default_factory=utcnow)
-    updated_at: datetime = field(default_factory=utcnow)
-
-    def row(self) -> dict:
-        """Column values for the INSERT; a shallow copy (dataclasses.asdict deep-copies, slowly)."""
-        return dict(vars(self))
 
 
 class HandoffEvent(SQLModel, table=True):

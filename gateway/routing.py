@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import string
+from functools import lru_cache
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -77,7 +78,13 @@ class _EmptyForUnknown(dict):
 
 def fill_variables(template: str, variables: dict[str, str]) -> str:
     """Substitute `$name` and `${name}`; `$$` and a lone `$` stay literal dollar signs."""
-    return string.Template(template).safe_substitute(_EmptyForUnknown(variables))
+    return _template(template).safe_substitute(_EmptyForUnknown(variables))
+
+
+@lru_cache(maxsize=4096)
+def _template(text: str) -> string.Template:
+    """A header value's template, built once: a gateway has few, and every call fills them."""
+    return string.Template(text)
 
 
 def plan_transfer(

@@ -28,7 +28,7 @@ class Gateway:
     twilio: Client | None
     #: A2P 10DLC campaign statuses read from Twilio, kept a few minutes.
     campaigns: CampaignCache = field(default_factory=CampaignCache)
-    #: What the voice webhooks could not store while the database was down (gateway/failopen.py).
+    #: What the voice webhooks could not store while the database was down (gateway/call_records.py).
     spool: Spool | None = None
     #: Wrong console passwords per address, so the shared password cannot be guessed at speed.
     sign_in_throttle: SignInThrottle = field(default_factory=SignInThrottle)

@@ -18,10 +18,6 @@ def xml_legal(text: str) -> str:
     return _NOT_XML_CHAR.sub("", text)
 
 
-def is_xml_legal(text: str) -> bool:
-    return _NOT_XML_CHAR.search(text) is None
-
-
 def is_storable(text: str) -> bool:
     """No NUL (PostgreSQL text can't hold it) and no lone surrogate (UTF-8 can't encode it)."""
     return _UNSTORABLE_CHAR.search(text) is None

@@ -4,20 +4,23 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from urllib.parse import quote
 
-from sqlalchemy import Table, and_, event, false, or_, update
+from sqlalchemy import Table, and_, bindparam, event, false, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.schema import CreateIndex
 from sqlmodel import Session, SQLModel, create_engine, select
 
-from gateway import models
-from gateway.models import Conversation, HandoffEvent, NewCall, utcnow
+from gateway import models, sqlite_writer
+from gateway.models import Conversation, HandoffEvent, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ def _sqlite_engine(database_url: str, busy_timeout: float) -> Engine:
     else:
         database_file = SqliteFile(path, busy_timeout)
         engine = create_engine(database_url, creator=database_file.connect)
+        sqlite_writer.attach(engine, path, busy_timeout)
 
         @event.listens_for(engine, "connect")
         def _remember_file(_dbapi_connection, record):
@@ -174,33 +178,86 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=timezone.utc)
 
 
-@lru_cache(maxsize=None)
-def _insert_or_skip(dialect: str, table: Table):
-    """INSERT .. ON CONFLICT DO NOTHING for a table, built once per dialect: the hot path only binds values.
+@dataclass(frozen=True)
+class _PreparedInsert:
+    """INSERT .. ON CONFLICT DO NOTHING compiled once per dialect, table and columns, for a DBAPI cursor.
 
-    SQLAlchemy 2 keeps an INSERT's rowcount only when asked; without it PostgreSQL reports -1.
+    The new-call path runs it on a pooled DBAPI connection: SQLAlchemy's compile cache and
+    execution context, and the ORM session, cost more than the INSERTs themselves. The
+    dialect's own bind processors (JSON, SQLite's timestamps) keep the rows exactly as the
+    ORM writes them.
     """
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(table).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
+
+    sql: str
+    positional: tuple[str, ...] | None
+    processors: tuple[tuple[str, Callable], ...]
+
+    def parameters(self, values: dict):
+        for name, process in self.processors:
+            values[name] = process(values[name])
+        return [values[name] for name in self.positional] if self.positional else values
 
 
-def _insert_ignoring_conflict(session: Session, table: Table, values: dict) -> int:
-    """Insert a row unless it clashes with a unique one, so racing writers never raise; rows inserted."""
-    statement = _insert_or_skip(session.get_bind().dialect.name, table)
-    return session.connection().execute(statement, values).rowcount
+@lru_cache(maxsize=None)
+def _prepared_insert(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> _PreparedInsert:
+    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    statement = insert(table).values({name: bindparam(name) for name in columns}).on_conflict_do_nothing()
+    compiled = statement.compile(dialect=dialect)
+    processors = []
+    for name in columns:
+        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            processors.append((name, process))
+    positional = tuple(compiled.positiontup) if dialect.positional else None
+    return _PreparedInsert(str(compiled), positional, tuple(processors))
 
 
-def add_new_call(session: Session, call: NewCall, first_event: dict | None) -> bool:
+def insert_ignoring_conflict(connection: DBAPIConnection, dialect: Dialect, table: Table, values: dict) -> int:
+    """Stage a row unless it clashes with a unique one, so racing writers never raise; rows inserted.
+
+    `values` is consumed (the dialect's processors convert it in place).
+    """
+    prepared = _prepared_insert(dialect, table, tuple(values))
+    parameters = prepared.parameters(values)
+    with dbapi_errors(dialect, prepared.sql, parameters):
+        cursor = connection.cursor()
+        try:
+            cursor.execute(prepared.sql, parameters)
+            return cursor.rowcount
+        finally:
+            cursor.close()
+
+
+@contextmanager
+def dbapi_errors(dialect: Dialect, statement: str | None = None, parameters=None):
+    """Raise a DBAPI connection's errors as SQLAlchemy's own classes, as the ORM path does, so
+    callers fail open (or replay pauses) the same way whichever path hit the outage."""
+    try:
+        yield
+    except dialect.loaded_dbapi.Error as error:
+        raise DBAPIError.instance(statement, parameters, error, dialect.loaded_dbapi.Error) from error
+
+
+def add_new_call(connection: DBAPIConnection, dialect: Dialect, row: dict, first_event: dict | None) -> bool:
     """Stage a call's conversation row and first history entry; False, staging nothing, if the CallSid is known.
 
     Two prebuilt INSERTs and no read: the path every new call takes. A racing twin's INSERT
     waits on the CallSid's unique index until the winner commits, then inserts nothing.
     """
-    if not _insert_ignoring_conflict(session, Conversation.__table__, call.row()):
+    if not insert_ignoring_conflict(connection, dialect, Conversation.__table__, row):
         return False
     if first_event is not None:
-        _insert_ignoring_conflict(session, HandoffEvent.__table__, first_event)
+        insert_ignoring_conflict(connection, dialect, HandoffEvent.__table__, first_event)
     return True
+
+
+def dbapi_connection(session: Session) -> DBAPIConnection:
+    """The DBAPI connection under a session's transaction, for the prepared INSERTs."""
+    return session.connection().connection.dbapi_connection
+
+
+def _insert_ignoring_conflict(session: Session, table: Table, values: dict) -> int:
+    return insert_ignoring_conflict(dbapi_connection(session), session.get_bind().dialect, table, dict(values))
 
 
 def insert_call(
@@ -246,8 +303,12 @@ def insert_call(
     return stored, stored.id == candidate.id
 
 
-def conversation_by_call_sid(session: Session, call_sid: str) -> Conversation | None:
-    return session.exec(select(Conversation).where(Conversation.call_sid == call_sid)).first()
+def conversation_by_call_sid(session: Session, call_sid: str, *, for_update: bool = False) -> Conversation | None:
+    """The call's conversation; `for_update` locks it until commit on PostgreSQL and re-reads it."""
+    query = select(Conversation).where(Conversation.call_sid == call_sid)
+    if for_update:
+        query = _locking(session, query)
+    return session.exec(query).first()
 
 
 def find_by_id(session: Session, conversation_id: str) -> Conversation | None:
@@ -256,10 +317,13 @@ def find_by_id(session: Session, conversation_id: str) -> Conversation | None:
 
 def conversation_for_update(session: Session, conversation_id: str) -> Conversation | None:
     """The row, locked until commit on PostgreSQL (SQLite serialises writers by itself)."""
-    query = select(Conversation).where(Conversation.id == conversation_id)
+    return session.exec(_locking(session, select(Conversation).where(Conversation.id == conversation_id))).first()
+
+
+def _locking(session: Session, query):
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
-    return session.exec(query.execution_options(populate_existing=True)).first()
+    return query.execution_options(populate_existing=True)
 
 
 def find_conversation(

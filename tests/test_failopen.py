@@ -15,12 +15,11 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from gateway import failopen, store
+from gateway import call_records, calls, store
 from gateway.cli import main
 from gateway.models import Conversation, HandoffEvent
 from gateway.spool import RecordRejected, Spool
 from gateway.twiml import NO_AGENT_APOLOGY
-from gateway.web import voice
 from tests.forwarder import Forwarder
 from tests.support import (
     ACCOUNT_SID,
@@ -171,7 +170,7 @@ def run_outage(client, app, engine, *, down, up):
     before = rows(engine)
     for record in records:
         spool.append(record)
-    assert failopen.replay(spool, engine) == len(records)
+    assert call_records.replay(spool, engine) == len(records)
     assert rows(engine) == before
     assert not spool.pending()
 
@@ -214,25 +213,50 @@ def test_calls_fail_open_while_the_sqlite_file_is_locked_and_are_stored_once_it_
         locker.close()
 
 
-@contextmanager
-def sqlite_locked(database_url: str):
-    """Another connection holds the file's write lock for the block: SQLite's outage."""
-    locker = sqlite3.connect(make_url(database_url).database, isolation_level=None)
-    try:
-        locker.execute("BEGIN EXCLUSIVE")
-        yield
-        locker.execute("ROLLBACK")
-    finally:
-        locker.close()
+class Outage:
+    """The database going away and coming back on either backend: PostgreSQL stopped behind a
+    loopback forwarder, or the SQLite file held by another connection's BEGIN EXCLUSIVE."""
+
+    def __init__(self, app, down, up) -> None:
+        self.app, self.client, self._down, self._up = app, app.test_client(), down, up
+
+    @contextmanager
+    def down(self):
+        self._down()
+        try:
+            yield
+        finally:
+            self._up()
 
 
-def test_an_assistant_number_fails_open_to_its_stream_and_keeps_the_id(database_url, make_app, config_path, session):
-    if not database_url.startswith("sqlite"):
-        pytest.skip("locks a SQLite file; the stopped-server test covers PostgreSQL")
+@pytest.fixture
+def outage(database_url, make_app, make_settings):
+    """Build an app whose database a test can take down (after it has edited the config file)."""
+    cleanups = []
+
+    def build(**overrides) -> Outage:
+        if database_url.startswith("sqlite"):
+            locker = sqlite3.connect(make_url(database_url).database, isolation_level=None)
+            cleanups.append(locker.close)
+            app = make_app(database_busy_timeout=0.05, **overrides)
+            return Outage(app, lambda: locker.execute("BEGIN EXCLUSIVE"), lambda: locker.execute("ROLLBACK"))
+        direct = make_url(make_settings().database_url)
+        forwarder = Forwarder((direct.host or "127.0.0.1", direct.port or 5432))
+        forwarder.start()
+        cleanups.append(forwarder.stop)
+        app = make_app(database_url=direct.set(port=forwarder.port).render_as_string(hide_password=False), **overrides)
+        return Outage(app, forwarder.stop, forwarder.start)
+
+    yield build
+    for cleanup in cleanups:
+        cleanup()
+
+
+def test_an_assistant_number_fails_open_to_its_stream_and_keeps_the_id(database_url, outage, config_path, session):
     add_assistant_number(config_path)
-    app = make_app(database_busy_timeout=0.05)
-    client = app.test_client()
-    with sqlite_locked(database_url):
+    scenario = outage()
+    client = scenario.client
+    with scenario.down():
         response = post_signed(client, "/voice/call", call_params(call_sid=CALL_B, to=ASSISTANT_NUMBER))
 
     assert response.status_code == 200
@@ -249,15 +273,13 @@ def test_an_assistant_number_fails_open_to_its_stream_and_keeps_the_id(database_
     assert (stored.id, stored.state, stored.destination) == (conversation_id, "handoff_initiated", "Front desk")
 
 
-def test_a_stream_that_ends_during_an_outage_still_reaches_the_default(database_url, make_app, config_path, session):
-    if not database_url.startswith("sqlite"):
-        pytest.skip("locks a SQLite file; the stopped-server test covers PostgreSQL")
+def test_a_stream_that_ends_during_an_outage_still_reaches_the_default(database_url, outage, config_path, session):
     add_assistant_number(config_path)
-    app = make_app(database_busy_timeout=0.05)
-    client = app.test_client()
+    scenario = outage()
+    client = scenario.client
     post_signed(client, "/voice/call", call_params(call_sid=CALL_A, to=ASSISTANT_NUMBER))
     conversation = store.conversation_by_call_sid(session, CALL_A)
-    with sqlite_locked(database_url):
+    with scenario.down():
         ended = post_signed(
             client, f"/voice/stream-ended?conversation_id={conversation.id}", call_params(call_sid=CALL_A, to=ASSISTANT_NUMBER)
         )
@@ -269,12 +291,10 @@ def test_a_stream_that_ends_during_an_outage_still_reaches_the_default(database_
     assert (stored.state, stored.destination, stored.attempts) == ("handoff_initiated", "Front desk", 1)
 
 
-def test_gateway_replay_spool_writes_what_an_outage_left(database_url, make_app, make_settings, monkeypatch, session):
-    if not database_url.startswith("sqlite"):
-        pytest.skip("locks a SQLite file; the stopped-server test covers PostgreSQL")
-    app = make_app(database_busy_timeout=0.05)
-    client = app.test_client()
-    with sqlite_locked(database_url):
+def test_gateway_replay_spool_writes_what_an_outage_left(database_url, outage, make_settings, monkeypatch, session):
+    scenario = outage()
+    client = scenario.client
+    with scenario.down():
         post_signed(client, "/voice/call", call_params(call_sid=CALL_B, to=FRONT_DESK_NUMBER))
         # A call handed back to the SBC, and its end: that completes a bye handoff.
         post_signed(client, "/voice/call", call_params(call_sid=CALL_C, to=SBC_NUMBER))
@@ -298,14 +318,12 @@ def test_gateway_replay_spool_writes_what_an_outage_left(database_url, make_app,
     assert "replayed 0 record(s)" in CliRunner().invoke(main, ["replay-spool"]).output
 
 
-def test_a_status_callback_during_an_outage_is_kept_and_applied_once(database_url, make_app, session):
-    if not database_url.startswith("sqlite"):
-        pytest.skip("locks a SQLite file; the stopped-server test covers PostgreSQL")
-    app = make_app(database_busy_timeout=0.05)
-    client = app.test_client()
+def test_a_status_callback_during_an_outage_is_kept_and_applied_once(database_url, outage, session):
+    scenario = outage()
+    client = scenario.client
     call(client, CALL_A)
     ended = {"CallSid": CALL_A, "AccountSid": call_params()["AccountSid"], "CallStatus": "completed", "CallDuration": "61"}
-    with sqlite_locked(database_url):
+    with scenario.down():
         assert post_signed(client, "/voice/status", ended).status_code == 204
 
     call(client, CALL_C)  # the next webhook replays the spool first
@@ -313,6 +331,51 @@ def test_a_status_callback_during_an_outage_is_kept_and_applied_once(database_ur
     stored = store.conversation_by_call_sid(session, CALL_A)
     assert (stored.call_status, stored.duration_seconds) == ("completed", 61)
     assert stored.ended_at is not None
+
+
+def test_while_another_worker_replays_the_spool_webhooks_fail_open_rather_than_run_ahead(
+    database_url, outage, session, monkeypatch
+):
+    """What the spool holds is not in the database yet: answering from it would miss the spooled call."""
+    monkeypatch.setattr(calls, "REPLAY_WAIT_SECONDS", 0.05)
+    scenario = outage()
+    client = scenario.client
+    spool = scenario.app.extensions["gateway"].spool
+    with scenario.down():
+        response_b = call(client, CALL_B)  # spooled
+    conversation_b = conversation_id_in(response_b)
+
+    with open(spool.directory / "replay.lock", "a") as other_worker:
+        fcntl.flock(other_worker, fcntl.LOCK_EX)
+        during = dial_result(client, CALL_B, conversation_b, 1, "busy")
+        assert same_twiml(during.data, billing_twiml(conversation_b, 2))  # the config's chain, not an apology
+        fcntl.flock(other_worker, fcntl.LOCK_UN)
+    assert [record["kind"] for record in spool.records()] == ["call", "dial_result"]
+
+    call(client, CALL_C)  # the lock is free: the replay runs first
+    session.expire_all()
+    stored_b = store.conversation_by_call_sid(session, CALL_B)
+    assert (stored_b.id, stored_b.attempts, stored_b.destination) == (conversation_b, 2, "Billing")
+    assert not spool.pending()
+
+
+def test_a_replayed_retry_keeps_the_reason_the_handoff_started_with(database_url, outage, session):
+    """As on the normal path: the config's reason, spooled without the database, fills in only a missing one."""
+    scenario = outage()
+    client = scenario.client
+    call(client, CALL_A)
+    conversation = store.conversation_by_call_sid(session, CALL_A)
+    conversation.reason = "vip_refund"  # as an API handoff would have set it
+    session.add(conversation)
+    session.commit()
+
+    with scenario.down():
+        dial_result(client, CALL_A, conversation.id, 1, "busy")  # spooled, with the next attempt to Billing
+    call(client, CALL_C)  # replays the spool first
+
+    session.expire_all()
+    stored = store.find_by_id(session, conversation.id)
+    assert (stored.destination, stored.attempts, stored.reason) == ("Billing", 2, "vip_refund")
 
 
 def test_the_gateway_starts_while_the_database_is_down_and_makes_its_tables_once_it_is_up(
@@ -372,50 +435,25 @@ def test_a_record_torn_by_a_crash_mid_append_does_not_take_the_next_one_with_it(
     assert [record["line"] for record in rejected] == ['{"n": 2, "to\n']
 
 
-def test_while_another_worker_replays_the_spool_webhooks_fail_open_rather_than_run_ahead(
-    database_url, make_app, session, monkeypatch
-):
-    """What the spool holds is not in the database yet: answering from it would miss the spooled call."""
-    if not database_url.startswith("sqlite"):
-        pytest.skip("locks a SQLite file; the replay lock is the same on PostgreSQL")
-    monkeypatch.setattr(voice, "REPLAY_WAIT_SECONDS", 0.05)
-    app = make_app(database_busy_timeout=0.05)
-    client = app.test_client()
-    spool = app.extensions["gateway"].spool
-    with sqlite_locked(database_url):
-        response_b = call(client, CALL_B)  # spooled
-    conversation_b = conversation_id_in(response_b)
+def test_a_call_twilio_sends_twice_during_an_outage_is_one_conversation_after_replay(database_url, outage, session):
+    """Each spooled answer gave the call its own id; the second is merged into the first, and a
+    dial result Twilio posts for the id it used last lands on that one conversation."""
+    scenario = outage()
+    client = scenario.client
+    with scenario.down():
+        first = conversation_id_in(call(client, CALL_B))
+        retried = call(client, CALL_B)  # Twilio's retry of the same webhook
+        second = conversation_id_in(retried)
+        assert first != second and same_twiml(retried.data, front_desk_twiml(second, 1))
+        dial_result(client, CALL_B, second, 1, "busy")
 
-    with open(spool.directory / "replay.lock", "a") as other_worker:
-        fcntl.flock(other_worker, fcntl.LOCK_EX)
-        during = dial_result(client, CALL_B, conversation_b, 1, "busy")
-        assert same_twiml(during.data, billing_twiml(conversation_b, 2))  # the config's chain, not an apology
-        fcntl.flock(other_worker, fcntl.LOCK_UN)
-    assert [record["kind"] for record in spool.records()] == ["call", "dial_result"]
-
-    call(client, CALL_C)  # the lock is free: the replay runs first
-    session.expire_all()
-    stored_b = store.conversation_by_call_sid(session, CALL_B)
-    assert (stored_b.id, stored_b.attempts, stored_b.destination) == (conversation_b, 2, "Billing")
-    assert not spool.pending()
-
-
-def test_a_replayed_retry_keeps_the_reason_the_handoff_started_with(database_url, make_app, session):
-    """As on the normal path: the config's reason, spooled without the database, fills in only a missing one."""
-    if not database_url.startswith("sqlite"):
-        pytest.skip("locks a SQLite file; the stopped-server test covers PostgreSQL")
-    app = make_app(database_busy_timeout=0.05)
-    client = app.test_client()
-    call(client, CALL_A)
-    conversation = store.conversation_by_call_sid(session, CALL_A)
-    conversation.reason = "vip_refund"  # as an API handoff would have set it
-    session.add(conversation)
-    session.commit()
-
-    with sqlite_locked(database_url):
-        dial_result(client, CALL_A, conversation.id, 1, "busy")  # spooled, with the next attempt to Billing
     call(client, CALL_C)  # replays the spool first
-
     session.expire_all()
-    stored = store.find_by_id(session, conversation.id)
-    assert (stored.destination, stored.attempts, stored.reason) == ("Billing", 2, "vip_refund")
+    stored = session.exec(select(Conversation).where(Conversation.call_sid == CALL_B)).all()
+    assert [(c.id, c.attempts, c.destination) for c in stored] == [(first, 2, "Billing")]
+    assert history(scenario.app.extensions["gateway"].engine, first) == [
+        ("handoff_initiated", "Front desk"),
+        ("handoff_failed", "Front desk"),
+        ("handoff_initiated", "Billing"),
+    ]
+    assert not (scenario.app.extensions["gateway"].spool.directory / "rejected.jsonl").exists()

@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from gateway import openapi, presenters, store, strict_json
 from gateway.apikeys import KeyCheck, check_key
-from gateway.failopen import DATABASE_ERRORS
+from gateway.call_records import DATABASE_ERRORS
 from gateway.safe_text import is_storable
 from gateway.web import current_gateway, db
 from gateway.web.errors import ApiError, error_response, handle_api_error, handle_http_error

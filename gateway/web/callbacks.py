@@ -1,7 +1,7 @@
 """How the web layer hands the call core its renderer and the URLs Twilio will call back on."""
 from __future__ import annotations
 
-from gateway.calls import CallFlow
+from gateway.callflow import CallFlow
 from gateway.twiml import Links
 from gateway.web import current_gateway
 from gateway.web.signature import public_base_url

@@ -39,7 +39,7 @@ from werkzeug.test import Client
 from gateway import catalog, jsonlog, store, timeline
 from gateway.config import ProjectConfig
 from gateway.destinations import METHOD_HELP, has_control_character
-from gateway.failopen import DATABASE_ERRORS
+from gateway.call_records import DATABASE_ERRORS
 from gateway.handoff import LIFECYCLE_STATES
 from gateway.safe_text import is_storable
 from gateway.web import console_headers, current_gateway, db

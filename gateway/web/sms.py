@@ -5,7 +5,7 @@ import logging
 
 from flask import Blueprint, Response, request
 
-from gateway import failopen, message_store, messaging
+from gateway import call_records, message_store, messaging
 from gateway.safe_text import xml_legal
 from gateway.web import current_gateway, db
 from gateway.web.outbox import outbox
@@ -39,7 +39,7 @@ def inbound() -> Response:
     )
     try:
         return twiml(messaging.handle_inbound(db(), outbox(), route, sms).replies)
-    except failopen.DATABASE_ERRORS as error:
+    except call_records.DATABASE_ERRORS as error:
         _database_unavailable(error, f"SMS {sid} from {sms.from_number} was not handled")
         return twiml([])
 
@@ -58,7 +58,7 @@ def status() -> Response:
     try:
         if message_store.record_status(db(), sid=sid, status=state.lower(), error_code=error_code) is None:
             log.info("status %s for SMS %s, which we have not stored (yet); kept for when it is", state, sid)
-    except failopen.DATABASE_ERRORS as error:
+    except call_records.DATABASE_ERRORS as error:
         _database_unavailable(error, f"status {state} (error {code or 'none'}) of SMS {sid} was not recorded")
     return Response(status=204)
 
@@ -72,5 +72,5 @@ def _database_unavailable(error: Exception, lost: str) -> None:
     log.error("database unavailable (%s: %s): %s", type(error).__name__, error, lost)
     try:
         db().rollback()
-    except failopen.DATABASE_ERRORS:
+    except call_records.DATABASE_ERRORS:
         pass  # the connection is already gone; teardown closes the session
