@@ -188,7 +188,7 @@ def main() -> None:
         with sqlite3.connect(database) as connection:
             stored = connection.execute("SELECT count(*) FROM conversations").fetchone()[0]
 
-    print(f"gunicorn --workers {args.workers}, wrk -t{args.threads} -c{args.connections} "
+    print(f"gunicorn --workers {args.workers} --worker-class gthread --threads 32, wrk -t{args.threads} -c{args.connections} "
           f"-d{args.duration}s, {os.cpu_count()} CPUs")
     print(f"{'':10} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8}")
     for name, result in (("bare", bare), ("sketch", sketch), ("gateway", gateway)):
