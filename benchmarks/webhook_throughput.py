@@ -188,8 +188,8 @@ def main() -> None:
         with sqlite3.connect(database) as connection:
             stored = connection.execute("SELECT count(*) FROM conversations").fetchone()[0]
 
-    print(f"gunicorn --workers {args.workers} --worker-class gthread --threads 32, wrk -t{args.threads} -c{args.connections} "
-          f"-d{args.duration}s, {os.cpu_count()} CPUs")
+    print(f"gunicorn --workers {args.workers} --worker-class gthread --threads 32, "
+          f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {os.cpu_count()} CPUs")
     print(f"{'':10} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8}")
     for name, result in (("bare", bare), ("sketch", sketch), ("gateway", gateway)):
         print(f"{name:10} {result['rps']:>10.1f} {result['p50']:>9.2f} {result['p99']:>9.2f} {result['non_2xx']:>8}"
