@@ -20,6 +20,7 @@ from gateway.web import (
     api,
     api_conversations,
     api_destinations,
+    api_events,
     api_messaging,
     close_db,
     console,
@@ -74,7 +75,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.teardown_appcontext(close_db)
     app.register_blueprint(voice.bp)
     app.register_blueprint(sms.bp)
-    api.register(app, modules=[api, api_conversations, api_destinations, api_messaging])
+    api.register(app, modules=[api, api_conversations, api_destinations, api_messaging, api_events])
     console.register(app)
     ops.init_app(app)
     configure_logging(app)

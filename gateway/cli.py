@@ -1,19 +1,23 @@
 """The `gateway` command for operators: check the config, create the database, make API keys."""
 from __future__ import annotations
 
+import logging
 import secrets
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import click
 import requests
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 from twilio.request_validator import RequestValidator
 from werkzeug.security import generate_password_hash
 
-from gateway import call_records, catalog
+from gateway import call_records, catalog, deliver, deliveries
 from gateway.config import ConfigError, GatewayConfig, ProjectConfig, hash_api_key, load_config
 from gateway.models import ApiKey
 from gateway.settings import Settings
@@ -289,3 +293,90 @@ def replay_spool() -> None:
         sys.exit(1)
     left = len(spool.records())
     click.echo(f"replayed {applied} record(s) from {spool.path}; {left} left")
+
+
+# --- Handoff events: the delivery worker and its deliveries (docs/events.md) ----------------
+
+
+@main.command("deliver")
+@click.option("--once", is_flag=True, help="one pass (publish, queue, send what is due), then exit")
+@click.option(
+    "--first-retry",
+    type=click.FloatRange(0.01, 3600),
+    default=deliver.BACKOFF_BASE,
+    show_default=True,
+    help="seconds the first retry waits; each later one waits about twice as long",
+)
+def deliver_events(once: bool, first_retry: float) -> None:
+    """Push handoff events to the config's event_webhooks until stopped (the Procfile's worker)."""
+    settings, config = _settings(), _config(None)
+    try:
+        signing = deliver.signers(config)
+    except deliver.SecretMissing as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = make_engine(settings.database_url, busy_timeout=settings.database_busy_timeout)
+    worker = deliver.Deliverer(engine, config, signing, backoff_base=first_retry)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    click.echo(f"delivering events to {len(signing)} subscription(s); stop with Ctrl-C or SIGTERM", err=True)
+    try:
+        while not stop.is_set():  # the database may be down at start: wait for it
+            try:
+                init_db(engine)
+                break
+            except SQLAlchemyError as error:
+                click.echo(f"database unavailable, retrying: {str(error).splitlines()[0]}", err=True)
+                stop.wait(deliver.DATABASE_RETRY_SECONDS)
+        if once:
+            worker.run_once()
+        else:
+            worker.run(stop)
+    finally:
+        engine.dispose()
+
+
+@main.group("events")
+def events_group() -> None:
+    """See event deliveries, send one again, or make a signing secret."""
+
+
+@events_group.command("list")
+@click.option("--account", default=None, help="only this account (ws-acme or acme); needs --project")
+@click.option("--project", default=None, help="only this project (PROJECT-x or x)")
+@click.option("--status", type=click.Choice(deliveries.STATUSES), default=None, help="only deliveries in this state")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+def list_deliveries(account: str | None, project: str | None, status: str | None, limit: int) -> None:
+    """Recent deliveries, newest first: status, attempts, next retry and last error."""
+    project_key = _project(_config(None), account, project).key if (account or project) else None
+    with _database() as session:
+        rows = deliveries.recent(session, project_key=project_key, status=status, limit=limit)
+    for row in rows:
+        when = f"next try {row.next_attempt_at:%Y-%m-%d %H:%M:%S}Z" if row.status == deliveries.PENDING else ""
+        error = f"  last error: {row.last_error}" if row.last_error else ""
+        click.echo(
+            f"{row.id}  {row.status:<9} {row.event_type:<19} {row.event_id}  attempts {row.attempts}  "
+            f"{row.url}  {when}{error}".rstrip()
+        )
+    if not rows:
+        click.echo("no deliveries yet", err=True)
+
+
+@events_group.command("redeliver")
+@click.argument("delivery_id", type=int)
+def redeliver_event(delivery_id: int) -> None:
+    """Send a delivery again (same event id and body) as soon as `gateway deliver` is free."""
+    with _database() as session:
+        delivery = deliveries.redeliver(session, delivery_id)
+    if delivery is None:
+        click.echo(f"no delivery {delivery_id}; `gateway events list` shows their ids", err=True)
+        sys.exit(1)
+    click.echo(f"delivery {delivery_id} queued again")
+
+
+@events_group.command("new-secret")
+def new_secret() -> None:
+    """Print a fresh signing secret (whsec_...) to put in the variable a subscription's secret_env names."""
+    click.echo(deliver.new_secret())

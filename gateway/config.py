@@ -13,8 +13,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gateway.event_types import EVENT_TYPES, types_matching
 
 from gateway.destinations import E164, Destination, check_destination, name_key
 
@@ -63,6 +66,49 @@ class NumberConfig(BaseModel):
         return url
 
 
+class EventWebhook(BaseModel):
+    """A subscription to the project's handoff events (SPEC §3 `event_webhooks`, docs/events.md)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    url: str
+    secret_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    types: list[str] | None = Field(None, min_length=1)
+    #: never accepted: named only so that putting the secret here gets a sentence saying where it goes
+    secret: None = None
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _no_secret_in_the_file(cls, _secret: object) -> None:
+        raise ValueError("the signing secret never goes in this file; put it in an environment variable and name that in secret_env")
+
+    @field_validator("url")
+    @classmethod
+    def _https_or_loopback(cls, url: str) -> str:
+        """Events carry callers' data: only TLS leaves the machine."""
+        parts = urlsplit(url)
+        if parts.scheme == "https" and parts.hostname:
+            return url
+        if parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS:
+            return url
+        raise ValueError("must be an https:// URL (http:// only to 127.0.0.1, ::1 or localhost)")
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, types: list[str] | None) -> list[str] | None:
+        """A glob that matches no event type is a typo that would silently deliver nothing."""
+        for pattern in types or []:
+            if not types_matching([pattern]):
+                raise ValueError(f"{pattern!r} matches no event type (known: {', '.join(EVENT_TYPES)})")
+        return types
+
+    def wants(self, event_type: str) -> bool:
+        return self.types is None or event_type in types_matching(self.types)
+
+
+_LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
 class ProjectConfig(BaseModel):
     """One agent's numbers and destinations."""
 
@@ -78,6 +124,7 @@ class ProjectConfig(BaseModel):
     sms_help_text: str | None = None
     destinations: list[Destination] = Field(default_factory=list)
     numbers: list[NumberConfig] = Field(default_factory=list)
+    event_webhooks: list[EventWebhook] = Field(default_factory=list)
 
     @field_validator("api_key_sha256")
     @classmethod
@@ -168,6 +215,9 @@ class GatewayConfig:
                 )
                 fallback = f" then {', '.join(number.fallback)}" if number.fallback else ""
                 lines.append(f"    {number.number} -> {target}{fallback}")
+            for webhook in project.event_webhooks:
+                types = ", ".join(webhook.types) if webhook.types else "all types"
+                lines.append(f"    events -> {webhook.url} ({types}; secret in ${webhook.secret_env})")
         return "\n".join(lines)
 
 
@@ -244,6 +294,12 @@ def _check_references(path: Path, projects: list[ProjectConfig]) -> None:
                 if name not in names:
                     fail(entry, "fallback", _unknown_name(name, names))
 
+        urls: set[str] = set()
+        for w_index, webhook in enumerate(project.event_webhooks):
+            if webhook.url in urls:
+                fail(f"{where}.event_webhooks[{w_index}] ({webhook.url!r})", "url", "listed twice in this project")
+            urls.add(webhook.url)
+
 
 def _unknown_name(name: str, names: set[str]) -> str:
     known = ", ".join(repr(n) for n in sorted(names)) or "none defined"
@@ -258,12 +314,12 @@ def _pydantic_location(index: int, project_raw: object, error: ValidationError) 
     if isinstance(project_raw, dict) and project_raw.get("account_id") and project_raw.get("project_id"):
         entry += f" ({project_raw['account_id']}/{project_raw['project_id']})"
     node: object = project_raw
-    while len(loc) >= 2 and isinstance(loc[1], int) and loc[0] in ("destinations", "numbers"):
+    while len(loc) >= 2 and isinstance(loc[1], int) and loc[0] in ("destinations", "numbers", "event_webhooks"):
         table, position = loc[0], loc[1]
         node = node.get(table, [])[position] if isinstance(node, dict) else {}
         label = ""
         if isinstance(node, dict):
-            label = node.get("name") or node.get("number") or ""
+            label = node.get("name") or node.get("number") or node.get("url") or ""
         entry += f".{table}[{position}]" + (f" ({label!r})" if label else "")
         loc = loc[2:]
     field_name = ".".join(str(part) for part in loc) or "(table)"
@@ -296,6 +352,7 @@ def _toml_error_location(text: str, error: tomllib.TOMLDecodeError) -> str:
             if table == "projects":
                 counters.pop("projects.destinations", None)
                 counters.pop("projects.numbers", None)
+                counters.pop("projects.event_webhooks", None)
                 entry = f"projects[{counters[table]}]"
             else:
                 parent = f"projects[{counters.get('projects', 0)}]"

@@ -14,7 +14,10 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 #: prometheus-client's own variable; it must be set before the gateway starts.
@@ -62,6 +65,44 @@ def exposition_registry(metrics: Metrics) -> CollectorRegistry:
         return metrics.registry
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
+    return registry
+
+
+class DeliveryCollector:
+    """Event deliveries as the database holds them, read at each scrape.
+
+    The delivery worker is another process with no /metrics of its own; the database it
+    writes is what every gateway process can read, so any scrape sees the same figures.
+    `read` returns (deliveries by outcome, seconds the oldest undelivered event has waited),
+    or None while the database is unavailable (the figures are then left out, not faked).
+    """
+
+    def __init__(self, read: Callable[[], tuple[dict[str, int], float] | None]) -> None:
+        self.read = read
+
+    def collect(self):
+        state = self.read()
+        if state is None:
+            return
+        counts, oldest_age = state
+        by_outcome = GaugeMetricFamily(
+            "gateway_event_deliveries",
+            "Event deliveries by outcome: delivered, failed (stopped) or pending (not yet delivered).",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(counts.items()):
+            by_outcome.add_metric([outcome], count)
+        yield by_outcome
+        yield GaugeMetricFamily(
+            "gateway_event_oldest_undelivered_age_seconds",
+            "How long the oldest event still waiting for a delivery has waited (0 when none waits).",
+            value=oldest_age,
+        )
+
+
+def delivery_registry(read: Callable[[], tuple[dict[str, int], float] | None]) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(DeliveryCollector(read))
     return registry
 
 

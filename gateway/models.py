@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -171,6 +171,68 @@ class ChatMessage(SQLModel, table=True):
     role: str = Field(max_length=20)  # customer | assistant
     text: str = Field(sa_type=Text)
     at: datetime = _timestamp()
+
+
+class PublishedEvent(SQLModel, table=True):
+    """A handoff event as integrators get it (SPEC §5 Events): one per history row or conversation end.
+
+    Made from the history by `gateway.events.publish`, never by a webhook; `seq` is the feed's
+    order and `body` the exact JSON every delivery and the feed send, so a retry is byte for byte
+    the first try. `history_id` is unique: a history row is published once.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_project_seq", "project_key", "seq"),)
+
+    #: 64-bit on PostgreSQL, so any 18-digit feed cursor is a position; SQLite's rowid is already 64-bit
+    seq: int | None = Field(
+        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    )
+    event_id: str = Field(unique=True, max_length=64)
+    history_id: int | None = Field(default=None, unique=True)
+    project_key: str = Field(max_length=200)
+    conversation_id: str = Field(max_length=36)
+    type: str = Field(max_length=40)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+    body: str = Field(sa_type=Text)
+
+
+class EventSubscription(SQLModel, table=True):
+    """How far the delivery worker has queued a project's `event_webhooks` entry (written by it only)."""
+
+    __tablename__ = "event_subscriptions"
+    __table_args__ = (UniqueConstraint("project_key", "url"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_key: str = Field(max_length=200)
+    url: str = Field(max_length=2000)
+    #: every event up to this seq has been considered for this subscription
+    queued_through_seq: int = Field(default=0, sa_type=BigInteger)
+    first_seen_at: datetime = _timestamp()
+
+
+class EventDelivery(SQLModel, table=True):
+    """One event for one subscription: its attempts, next retry and last error (written by the worker only)."""
+
+    __tablename__ = "event_deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "event_seq"),
+        # The worker's claim: a conversation's oldest pending delivery, due now.
+        Index("ix_event_deliveries_pending", "status", "next_attempt_at"),
+        Index("ix_event_deliveries_conversation", "subscription_id", "conversation_id", "event_seq"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscription_id: int = Field(foreign_key="event_subscriptions.id")
+    event_seq: int = Field(sa_column=Column(BigInteger, ForeignKey("events.seq"), nullable=False))
+    conversation_id: str = Field(max_length=36)
+    status: str = Field(default="pending", max_length=12)  # pending | delivered | failed
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=500)
+    delivered_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    created_at: datetime = _timestamp()
 
 
 class SignInFailure(SQLModel, table=True):

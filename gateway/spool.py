@@ -16,10 +16,11 @@ import fcntl
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from gateway.file_locks import flock_within
 
 log = logging.getLogger(__name__)
 
@@ -156,16 +157,9 @@ class Spool:
         """Non-blocking, polled for up to `wait_seconds`: a webhook never queues behind a long replay."""
         self.create()
         with open(self.directory / "replay.lock", "a") as handle:
-            deadline = time.monotonic() + wait_seconds
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        yield False
-                        return
-                    time.sleep(0.01)
+            if not flock_within(handle, wait_seconds, longest_pause=0.01):
+                yield False
+                return
             try:
                 yield True
             finally:

@@ -25,6 +25,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
+from gateway.file_locks import flock_within
+
 log = logging.getLogger(__name__)
 
 #: How often the background thread copies the WAL into the database file.
@@ -45,21 +47,13 @@ class WriterTurn:
 
     def acquire(self) -> None:
         """Wait for the turn, at most the busy timeout; then OperationalError, as SQLite's own wait."""
-        deadline = time.monotonic() + self.timeout
+        started = time.monotonic()
         if not self._in_process.acquire(timeout=self.timeout):
             raise _timed_out(self.timeout)
         try:
-            handle = self._handle()
-            pause = 0.0001
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise _timed_out(self.timeout) from None
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.002)
+            remaining = self.timeout - (time.monotonic() - started)
+            if not flock_within(self._handle(), remaining, longest_pause=0.002):
+                raise _timed_out(self.timeout)
         except BaseException:
             self._in_process.release()
             raise

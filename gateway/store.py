@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from urllib.parse import quote
 
-from sqlalchemy import Table, and_, bindparam, event, false, or_, update
+from sqlalchemy import Table, and_, bindparam, event, false, or_, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -21,6 +21,7 @@ from sqlmodel import Session, SQLModel, create_engine, select
 
 from gateway import models, sqlite_writer
 from gateway.models import Conversation, HandoffEvent, utcnow
+from gateway.search import SearchTerms
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,19 @@ def make_engine(database_url: str, *, busy_timeout: float = 5.0) -> Engine:
     """One engine per app. Every wait for the database is bounded by `busy_timeout` seconds.
 
     SQLite gets WAL and a busy timeout so concurrent workers wait, then fail (and the voice
-    webhooks fail open) rather than hang; PostgreSQL gets the same bound on connecting and on
-    waiting for a pooled connection.
+    webhooks fail open) rather than hang; PostgreSQL gets the same bound on connecting, on
+    waiting for a pooled connection, and on waiting for a row lock.
     """
     if database_url.startswith("sqlite"):
         return _sqlite_engine(database_url, busy_timeout)
-    connect_args = {"connect_timeout": max(1, round(busy_timeout))} if database_url.startswith("postgresql") else {}
+    connect_args = {}
+    if database_url.startswith("postgresql"):
+        # A row lock another transaction holds (a racing webhook, an API handoff) is waited on
+        # for the busy timeout at most, as SQLite's lock is; then the webhook fails open.
+        connect_args = {
+            "connect_timeout": max(1, round(busy_timeout)),
+            "options": f"-c lock_timeout={int(busy_timeout * 1000)}",
+        }
     return create_engine(
         database_url,
         pool_pre_ping=True,
@@ -384,6 +392,7 @@ class ConversationFilter:
     """`GET /conversations` filters (SPEC §5); None means "any"."""
 
     call_sid: str | None = None
+    shared_id: str | None = None
     state: str | None = None
     topic: str | None = None
     from_number: str | None = None
@@ -391,6 +400,31 @@ class ConversationFilter:
     since: datetime | None = None
     until: datetime | None = None
     channel: str | None = None
+    #: the console's search box and the API's `q`: any one of the ids, or the caller or number called
+    search: SearchTerms | None = None
+
+
+def _in_project(project_key: str, search: SearchTerms | None):
+    """The project's rows, and of those the ones the search names.
+
+    A search's terms each have an index (id, CallSid, the project's shared_ids, its callers), so
+    the database answers the OR from them; `project_key || ''` stops SQLite from walking the
+    project's whole newest-first index instead (its documented unary-plus idiom). The number
+    called has no index: when the search is one of the project's own numbers, which most of its
+    calls were made to, the newest-first walk finds a page of them at once.
+    """
+    within = Conversation.project_key == project_key
+    if search is None:
+        return within
+    terms = [
+        Conversation.id == search.text,
+        Conversation.call_sid == search.text,
+        and_(within, Conversation.shared_id == search.text),
+        and_(within, Conversation.from_number.in_((search.text, *search.numbers))),
+    ]
+    if search.called:
+        return and_(within, or_(*terms, Conversation.to_number.in_(search.called)))
+    return and_((Conversation.project_key + "") == project_key, or_(*terms))
 
 
 def list_conversations(
@@ -402,9 +436,10 @@ def list_conversations(
     after: tuple[datetime, str] | None = None,
 ) -> list[Conversation]:
     """Newest first; `after` is the (started_at, id) of the last row already shown (keyset paging)."""
-    query = select(Conversation).where(Conversation.project_key == project_key)
+    query = select(Conversation).where(_in_project(project_key, filters.search))
     for column, value in (
         (Conversation.call_sid, filters.call_sid),
+        (Conversation.shared_id, filters.shared_id),
         (Conversation.state, filters.state),
         (Conversation.topic, filters.topic),
         (Conversation.from_number, filters.from_number),
@@ -418,13 +453,9 @@ def list_conversations(
     if filters.until is not None:
         query = query.where(Conversation.started_at < filters.until)
     if after is not None:
-        started_at, conversation_id = after
-        query = query.where(
-            or_(
-                Conversation.started_at < started_at,
-                and_(Conversation.started_at == started_at, Conversation.id < conversation_id),
-            )
-        )
+        # A row-value comparison: both SQLite and PostgreSQL seek the newest-first index to it,
+        # so a page deep in the history costs what the first one does.
+        query = query.where(tuple_(Conversation.started_at, Conversation.id) < tuple_(*after))
     query = query.order_by(Conversation.started_at.desc(), Conversation.id.desc()).limit(limit)
     return list(session.exec(query))
 

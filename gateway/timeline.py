@@ -1,7 +1,8 @@
-"""A conversation's timeline for people to read: every recorded step, oldest first.
+"""A conversation's handoff timeline for people to read: every recorded step, oldest first.
 
-Each source turns one kind of row into entries; a new kind of row (SMS or chat messages, say)
-is one more function in `SOURCES`, and the console shows it without other changes.
+Each source turns one kind of row into entries; a new kind of step is one more function in
+`SOURCES`, and the console shows it without other changes. What was said is not a step: the
+console shows it beside the timeline (gateway/transcript.py).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from gateway import message_store, store
+from gateway import store
 from gateway.models import Conversation
 
 _STATE_TITLES = {
@@ -24,10 +25,10 @@ _STATE_TITLES = {
 @dataclass(frozen=True)
 class Entry:
     at: datetime
-    #: what kind of step it is ("handoff" or "message"): the page styles entries by it
+    #: what kind of step it is ("handoff"): the page styles entries by it
     kind: str
     title: str
-    #: the state name or message direction, as stored
+    #: the state name, as stored
     label: str | None = None
     destination: str | None = None
     detail: str | None = None
@@ -47,21 +48,7 @@ def handoff_events(session: Session, conversation: Conversation) -> list[Entry]:
     ]
 
 
-def chat_lines(session: Session, conversation: Conversation) -> list[Entry]:
-    """What the customer and the assistant said, on a chat or an SMS thread."""
-    return [
-        Entry(
-            at=store.as_utc(line.at),
-            kind="message",
-            title=f"{line.role.capitalize()} said",
-            label=line.role,
-            detail=line.text,
-        )
-        for line in message_store.transcript(session, conversation.id)
-    ]
-
-
-SOURCES: list[Callable[[Session, Conversation], list[Entry]]] = [handoff_events, chat_lines]
+SOURCES: list[Callable[[Session, Conversation], list[Entry]]] = [handoff_events]
 
 
 def build(session: Session, conversation: Conversation) -> list[Entry]:

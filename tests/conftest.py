@@ -16,8 +16,9 @@ from tests.support import ACCOUNT_SID, AUTH_TOKEN, CONFIG_TOML
 
 POSTGRES_ENV = "GATEWAY_TEST_DATABASE_URL"
 
-#: The `twilio_api` fixture (Twilio REST and assistant mocks) for the SMS and chat tests.
-pytest_plugins = ["tests.messaging_support"]
+#: The `twilio_api` fixture (Twilio REST and assistant mocks) for the SMS and chat tests, and the
+#: console's `console_app` and signed-in `operator`.
+pytest_plugins = ["tests.messaging_support", "tests.console_support"]
 
 
 def _psycopg(url: str) -> str:

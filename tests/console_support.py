@@ -1,4 +1,8 @@
-"""Signing in to the console from Flask's test client, and reading what its pages show."""
+"""Signing in to the console from Flask's test client, and reading what its pages show.
+
+Also a pytest plugin (see conftest.py): `console_app` (the gateway with the console on) and
+`operator` (a client signed in to it); a module may override `console_app` with its own.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -6,6 +10,7 @@ import html
 import re
 import threading
 
+import pytest
 from werkzeug.datastructures import MultiDict
 
 from werkzeug.security import generate_password_hash
@@ -58,3 +63,15 @@ def serve(app):
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def console_app(make_app):
+    return make_app(console_password_hash=PASSWORD_HASH)
+
+
+@pytest.fixture
+def operator(console_app):
+    client = console_app.test_client()
+    assert sign_in(client).status_code == 302
+    return client

@@ -51,6 +51,20 @@ def test_newest_first_with_a_cursor_through_every_page(client, five_conversation
     assert seen == [row.id for row in reversed(five_conversations)]
 
 
+def test_rows_of_the_same_instant_are_each_paged_once(client, session):
+    moment = utcnow() - timedelta(minutes=5)
+    rows = [Conversation(project_key=ACME, channel="chat", started_at=moment) for _ in range(5)]
+    session.add_all(rows)
+    session.commit()
+    seen, cursor = [], None
+    while True:
+        body = get(client, "/conversations", limit=2, **({"cursor": cursor} if cursor else {})).get_json()
+        seen += [item["id"] for item in body["items"]]
+        if not (cursor := body["next_cursor"]):
+            break
+    assert seen == sorted((row.id for row in rows), reverse=True)
+
+
 def test_filters_narrow_the_list(client, five_conversations):
     def ids(**params):
         return {item["id"] for item in get(client, "/conversations", **params).get_json()["items"]}
@@ -67,6 +81,57 @@ def test_filters_narrow_the_list(client, five_conversations):
     # The same moment written with another offset finds the same rows (SQLite compares text).
     same_moment = store.as_utc(rows[3].started_at).astimezone(timezone(timedelta(hours=5))).isoformat()
     assert ids(since=same_moment) == {rows[3].id, rows[4].id}
+
+
+@pytest.fixture
+def searchable(session, five_conversations):
+    """Beside the five calls: a chat with a shared_id, an SMS thread, and another project's call."""
+    rows = {
+        "chat": Conversation(project_key=ACME, channel="chat", shared_id="CRM-4471"),
+        "sms": Conversation(project_key=ACME, channel="sms", from_number="+14155551234", to_number="+14155550199"),
+        "other": Conversation(project_key="ws-globex/PROJECT-support", channel="voice", call_sid="CA" + "f" * 32,
+                              from_number="+14155551234", shared_id="CRM-4471"),
+    }
+    session.add_all(rows.values())
+    session.commit()
+    return {**rows, **{f"call{index}": row for index, row in enumerate(five_conversations)}}
+
+
+def ids_of(client, **params):
+    response = get(client, "/conversations", **params)
+    assert response.status_code == 200, response.text
+    return {item["id"] for item in response.get_json()["items"]}
+
+
+def test_shared_id_filter_finds_this_projects_conversation(client, searchable):
+    assert ids_of(client, shared_id="CRM-4471") == {searchable["chat"].id}
+    assert ids_of(client, shared_id="CRM-0000") == set()
+
+
+@pytest.mark.parametrize(
+    "query,expected",
+    [
+        ("CRM-4471", {"chat"}),  # a shared_id
+        ("CA" + "0" * 31 + "2", {"call2"}),  # a CallSid
+        (" CA" + "0" * 31 + "2 ", {"call2"}),  # pasted with spaces around
+        ("(415) 555-1234", {"sms"}),  # the caller, as a person writes it
+        ("+1 415 555 1234", {"sms"}),
+        ("415.555.1234", {"sms"}),
+        ("14155551234", {"sms"}),
+        ("+1 (415) 555-0199", {"call1", "call3", "sms"}),  # the project's own number: as the number called
+        ("(415) 555-0003", {"call3"}),
+        ("CA" + "f" * 32, set()),  # another project's call is never found
+        ("nothing like it", set()),
+    ],
+)
+def test_q_finds_a_conversation_by_whatever_the_operator_has(client, searchable, query, expected):
+    assert ids_of(client, q=query) == {searchable[name].id for name in expected}
+
+
+def test_q_finds_by_conversation_id_and_combines_with_other_filters(client, searchable):
+    call = searchable["call3"]
+    assert ids_of(client, q=call.id) == {call.id}
+    assert ids_of(client, q="+14155550199", state="handoff_completed") == {searchable["call1"].id}
 
 
 def test_an_item_has_the_documented_fields(client, five_conversations):
@@ -193,3 +258,10 @@ def test_json_that_cannot_be_stored_is_400_not_500(client, raw):
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "invalid_json"
     assert client.get(f"{BASE}/handoff_destinations", headers=KEY).get_json()["items"][-1]["name"] != "\ud800"
+
+
+def test_the_search_filters_are_documented_with_the_list(client):
+    operation = client.get("/openapi.json").get_json()["paths"]["/v1/{account_id}/{project_id}/conversations"]["get"]
+    documented = {parameter["name"]: parameter for parameter in operation["parameters"]}
+    assert {"shared_id", "q"} <= set(documented)
+    assert documented["q"]["in"] == "query" and "(415) 555-1234" in documented["q"]["description"]

@@ -13,18 +13,6 @@ from tests.support import ACME
 NEW_HANDOFF = "/console/handoffs/new"
 
 
-@pytest.fixture
-def console_app(make_app):
-    return make_app(console_password_hash=PASSWORD_HASH)
-
-
-@pytest.fixture
-def operator(console_app):
-    client = console_app.test_client()
-    assert sign_in(client).status_code == 302
-    return client
-
-
 def acme(app):
     return app.extensions["gateway"].config.project_by_key(ACME)
 

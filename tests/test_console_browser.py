@@ -12,7 +12,7 @@ import pytest
 
 from gateway import catalog, handoff, store
 from tests.console_support import PASSWORD, PASSWORD_HASH, serve
-from tests.support import ACME, call_params, post_signed
+from tests.support import ACME, CONFIG_KEY, call_params, post_signed
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -139,7 +139,6 @@ def test_operator_signs_in_adds_a_handoff_and_reviews_a_conversation(live, page,
     page.select_option("#state", "handoff_failed")
     page.click("text=Filter")
     assert page.locator("table.list tbody tr").count() == 1
-    shoot(page, "conversations")
     page.locator("table.list tbody a").first.click()
     page.wait_for_url(f"{base_url}/console/conversations/{call.id}")
     assert page.inner_text("#meta-reason") == "billing_question"
@@ -152,3 +151,165 @@ def test_operator_signs_in_adds_a_handoff_and_reviews_a_conversation(live, page,
     ]
     assert "busy (SIP 486)" in steps[1]
     shoot(page, "conversation")
+
+
+# --- mid-shift: search, live pages, transcript, overview, narrow screens ----------------------
+
+LIVE_CALL = "CA" + "7" * 32
+CRM_ID = "CRM-20931"
+
+
+def signed_in(page, base_url: str, path: str) -> None:
+    page.goto(f"{base_url}/console/login?next={path}")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}{path}")
+
+
+def call_step(client, path: str, **form) -> None:
+    """A signed Twilio callback about LIVE_CALL, as Twilio would post it."""
+    params = {"CallSid": LIVE_CALL, "AccountSid": "AC" + "0" * 32, **form}
+    assert post_signed(client, path, params).status_code in (200, 204)
+
+
+@pytest.fixture
+def shift(make_app, session):
+    """The gateway re-reading its live pages every second, served on 127.0.0.1."""
+    app = make_app(console_password_hash=PASSWORD_HASH)
+    app.config["CONSOLE_LIVE_SECONDS"] = 1
+    with serve(app) as base_url:
+        yield app, base_url
+
+
+def test_the_list_and_a_conversation_follow_a_call_live(shift, page, shoot, session):
+    app, base_url = shift
+    webhook = app.test_client()
+    signed_in(page, base_url, "/console/conversations")
+    first_stamp = page.inner_text("#live-status")
+    assert "Updated" in first_stamp and page.locator("tr[data-id]").count() == 0
+
+    # The call arrives: its row appears by itself, and the stamp moves on.
+    post_signed(webhook, "/voice/call", call_params(call_sid=LIVE_CALL, to="+14155550197", From="+14155559876"))
+    call = store.conversation_by_call_sid(session, LIVE_CALL)
+    row = page.locator(f"tr[data-id='{call.id}']")
+    row.wait_for()
+    assert "handoff_initiated" in row.inner_text() and "Billing" in row.inner_text()
+    assert page.inner_text("#live-status") != first_stamp
+
+    # Open it, and watch Billing fail, the fallback answer, and the call end.
+    row.locator("a").click()
+    page.wait_for_url(f"{base_url}/console/conversations/{call.id}")
+    call_step(webhook, f"/voice/dial-status?conversation_id={call.id}&attempt=1", DialCallStatus="busy", DialSipResponseCode="486")
+    page.wait_for_function("document.getElementById('meta-attempts').textContent.trim() === '2'")
+    assert page.inner_text("#meta-destination") == "Tier 2"
+    call_step(webhook, f"/voice/dial-status?conversation_id={call.id}&attempt=2", ReferCallStatus="in-progress", ReferSipResponseCode="202")
+    page.locator("#meta-state >> text=handoff_completed").wait_for()
+    call_step(webhook, "/voice/status", CallStatus="completed", CallDuration="187", SequenceNumber="3")
+    page.locator("#meta-call-status >> text=completed (3 min 07 s)").wait_for()
+    steps = [step.splitlines()[1] for step in page.locator("#timeline li").all_inner_texts()]
+    assert steps == ["Handoff initiated → Billing", "Handoff failed → Billing", "Handoff initiated → Tier 2", "Handoff completed → Tier 2"]
+    shoot(page, "conversation-live")
+
+    # When the gateway cannot be reached, the page says so instead of going quietly stale.
+    page.route("**/console/conversations/**", lambda route: route.abort())
+    page.locator("#live-status.stale").wait_for()
+    assert "could not update" in page.inner_text("#live-status")
+
+
+def test_one_search_box_opens_the_only_match(shift, page, shoot, session):
+    app, base_url = shift
+    webhook = app.test_client()
+    for index, caller in enumerate(["+14155551234", "+14155551234", "+14155559876"]):
+        post_signed(webhook, "/voice/call", call_params(call_sid=f"CA{index:032d}", From=caller))
+    key = {"x-api-key": CONFIG_KEY}
+    chat = webhook.post("/v1/acme/frontdesk/chat/create", json={"shared_id": CRM_ID}, headers=key).get_json()
+    webhook.post("/v1/acme/frontdesk/chat/respond", json={"conversation_id": chat["conversation_id"],
+                 "message": "My card was charged twice for order 5521"}, headers=key)
+    webhook.post("/v1/acme/frontdesk/chat/respond", json={"conversation_id": chat["conversation_id"],
+                 "message": "Can I talk to a human about it?"}, headers=key)
+    signed_in(page, base_url, "/console/conversations")
+    assert page.locator("tr[data-id]").count() == 4
+    assert "My card was charged twice for order 5521" in page.inner_text(f"tr[data-id='{chat['conversation_id']}']")
+    shoot(page, "conversations")
+
+    page.fill("#q", "(415) 555-9876")
+    page.press("#q", "Enter")
+    only = store.conversation_by_call_sid(session, f"CA{2:032d}")
+    page.wait_for_url(f"{base_url}/console/conversations/{only.id}")
+
+    page.goto(f"{base_url}/console/conversations")
+    page.fill("#q", "+1 415 555 1234")
+    page.press("#q", "Enter")
+    page.wait_for_url("**q=%2B1+415+555+1234**")
+    assert page.locator("tr[data-id]").count() == 2
+
+    # The CRM's id opens the chat, whose transcript sits beside its handoff timeline.
+    page.fill("#q", CRM_ID)
+    page.press("#q", "Enter")
+    page.wait_for_url(f"{base_url}/console/conversations/{chat['conversation_id']}")
+    turns = page.locator("#transcript li").all_inner_texts()
+    assert turns[0].startswith("Customer") and turns[0].endswith("My card was charged twice for order 5521")
+    assert [turn.split()[0] for turn in turns] == ["Customer", "Assistant", "Customer", "Assistant"]
+    assert page.locator("#timeline li").all_inner_texts()[0].splitlines()[1] == "Handoff initiated → Front desk"
+    transcript_box = page.locator("section[aria-label=Transcript]").bounding_box()
+    timeline_box = page.locator("section[aria-label=Timeline]").bounding_box()
+    assert transcript_box["x"] + transcript_box["width"] <= timeline_box["x"]  # side by side at 1280 px
+    assert abs(transcript_box["y"] - timeline_box["y"]) < 1
+    shoot(page, "conversation-chat")
+
+
+def test_the_overview_and_the_transfer_table_read_at_a_glance(shift, page, shoot, session):
+    app, base_url = shift
+    webhook = app.test_client()
+    post_signed(webhook, "/voice/call", call_params(call_sid=LIVE_CALL, to="+14155550197"))
+    call = store.conversation_by_call_sid(session, LIVE_CALL)
+    call_step(webhook, f"/voice/dial-status?conversation_id={call.id}&attempt=1", DialCallStatus="busy")
+    call_step(webhook, f"/voice/dial-status?conversation_id={call.id}&attempt=2", ReferCallStatus="in-progress")
+    post_signed(webhook, "/voice/call", call_params(call_sid="CA" + "8" * 32, to="+14155550196"))
+
+    signed_in(page, base_url, "/console/overview")
+    assert page.inner_text("#tile-handoffs .figure") == "2"
+    assert page.inner_text("#tile-handoff_completed .figure") == "1"
+    assert page.inner_text("#tile-failover .figure") == "50%"
+    assert page.inner_text("tr[data-destination='Tier 2']").split() == ["Tier", "2", "2", "1", "0"]
+    shoot(page, "overview")
+
+    page.click("nav >> text=Call Handoffs")
+    assert "25 s" in page.inner_text("tr[data-name='Billing'] td.ring")
+    assert page.locator("tr[data-number='+14155550197'] ol.order li").all_inner_texts() == ["Billing", "Tier 2", "Secure desk"]
+
+    # A route that is neither a number nor a SIP URI is refused beside the field.
+    page.click("text=Add Handoff")
+    page.fill("#name", "Escalations")
+    page.fill("#route", "call bob")
+    page.click("button[value=save]")
+    assert "is not a route" in page.inner_text("#route-error")
+    assert page.get_attribute("#route", "aria-invalid") == "true"
+    shoot(page, "handoff-route-error")
+
+
+NARROW = {"width": 390, "height": 844}
+WIDE = {"width": 1280, "height": 800}
+
+
+@pytest.mark.parametrize("viewport", [WIDE, NARROW], ids=["1280x800", "390x844"])
+def test_every_page_fits_the_screen(shift, browser, session, viewport, shoot):
+    app, base_url = shift
+    post_signed(app.test_client(), "/voice/call", call_params(call_sid=LIVE_CALL, to="+14155550197"))
+    call = store.conversation_by_call_sid(session, LIVE_CALL)
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    try:
+        signed_in(page, base_url, "/console/handoffs")
+        for path in ["/console/overview", "/console/handoffs", "/console/handoffs/new", "/console/numbers",
+                     "/console/conversations", f"/console/conversations/{call.id}"]:
+            page.goto(base_url + path)
+            overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            assert overflow <= 0, f"{path} is {overflow} px wider than a {viewport['width']} px screen"
+            assert page.locator("nav >> text=Conversations").is_visible()
+        if viewport is NARROW:
+            page.goto(base_url + "/console/conversations")
+            shoot(page, "conversations-narrow")
+    finally:
+        context.close()

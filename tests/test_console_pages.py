@@ -11,7 +11,7 @@ from sqlmodel import select
 from gateway import handoff, store
 from gateway.models import Conversation, HandoffEvent
 from tests.console_support import PASSWORD_HASH, post_form, sign_in, text_of
-from tests.support import ACME, BASE_URL, CONFIG_KEY, CONFIG_TOML, call_params, post_signed, same_twiml, twiml_root
+from tests.support import ACME, CONFIG_TOML, call_params, post_signed, same_twiml, twiml_root
 
 MESSAGING_SERVICE = "MG" + "a" * 32
 
@@ -26,13 +26,6 @@ def console_app(make_app, config_path):
         )
     )
     return make_app(console_password_hash=PASSWORD_HASH)
-
-
-@pytest.fixture
-def operator(console_app):
-    client = console_app.test_client()
-    sign_in(client)
-    return client
 
 
 def row_text(response, attribute: str, value: str) -> str:
@@ -232,7 +225,7 @@ def test_conversation_detail_shows_the_handoff_and_its_timeline(operator, calls,
 
 
 def text_of_section(response, element_id: str) -> str:
-    match = re.search(rf'id="{element_id}">(.*?)</ol>', response.text, re.S)
+    match = re.search(rf'id="{element_id}"[^>]*>(.*?)</ol>', response.text, re.S)
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", match.group(1)))).strip()
 
 
@@ -242,13 +235,3 @@ def test_another_projects_conversation_is_not_found(operator, console_app, sessi
     assert operator.get("/console/conversations/no-such-id").status_code == 404
 
 
-def test_a_chats_timeline_shows_what_was_said(operator, console_app):
-    api = console_app.test_client()
-    base, key = "/v1/acme/frontdesk", {"x-api-key": CONFIG_KEY}
-    conversation_id = api.post(f"{base}/chat/create", json={}, headers=key).get_json()["conversation_id"]
-    reply = api.post(f"{base}/chat/respond", json={"conversation_id": conversation_id, "message": "where is my refund?"}, headers=key)
-    assert reply.status_code == 200, reply.text
-
-    timeline = text_of_section(operator.get(f"/console/conversations/{conversation_id}"), "timeline")
-    assert "Customer said where is my refund?" in timeline
-    assert f"Assistant said {reply.get_json()['response']}" in timeline

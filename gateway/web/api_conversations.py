@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from flask import g, jsonify, request
 from pydantic import ValidationError
 
-from gateway import openapi, presenters, store
+from gateway import openapi, presenters, search, store
 from gateway.handoff import LIFECYCLE_STATES
 from gateway.handoff_requests import HandoffRefused, HandoffRequest, request_handoff
 from gateway.web import current_gateway, db
@@ -51,12 +51,14 @@ def list_conversations():
     args = request.args
     filters = store.ConversationFilter(
         call_sid=args.get("call_sid"),
+        shared_id=args.get("shared_id"),
         state=args.get("state"),
         topic=args.get("topic"),
         from_number=args.get("from"),
         to_number=args.get("to"),
         since=_timestamp_arg("since"),
         until=_timestamp_arg("until"),
+        search=search.terms_for(args.get("q", ""), (number.number for number in g.project.numbers)),
     )
     limit = _limit_arg()
     rows = store.list_conversations(db(), g.project.key, filters, limit=limit + 1, after=_cursor_arg())
@@ -184,6 +186,13 @@ OPENAPI_SCHEMAS = {
 
 _LIST_PARAMETERS = [
     openapi.query("call_sid", "Twilio's CallSid."),
+    openapi.query("shared_id", "Your own identifier for the conversation."),
+    openapi.query(
+        "q",
+        "One search box: a shared_id, CallSid or conversation id (exact), or a phone number in any common "
+        "form (`(415) 555-1234`, `+1 415 555 1234`) matched as the caller or the project number called. "
+        "A number without a country code is read as one of the country of the project's numbers.",
+    ),
     openapi.query("state", "A lifecycle state."),
     openapi.query("topic", "A topic state."),
     openapi.query("from", "The caller's number."),

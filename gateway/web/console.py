@@ -12,7 +12,7 @@ import hmac
 import math
 import secrets
 from xml.etree import ElementTree
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -36,10 +36,10 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.security import check_password_hash
 from werkzeug.test import Client
 
-from gateway import catalog, jsonlog, store, timeline
-from gateway.config import ProjectConfig
-from gateway.destinations import METHOD_HELP, has_control_character
+from gateway import callflow, catalog, deliveries, jsonlog, overview, search, store, timeline, transcript
 from gateway.call_records import DATABASE_ERRORS
+from gateway.config import NumberRoute, ProjectConfig
+from gateway.destinations import METHOD_HELP, has_control_character
 from gateway.handoff import LIFECYCLE_STATES
 from gateway.safe_text import is_storable
 from gateway.web import console_headers, current_gateway, db
@@ -60,6 +60,8 @@ DISABLED_MESSAGE = (
     "(make one with `gateway hash-password`) and restart the gateway.\n"
 )
 PAGE_SIZE = 25
+#: How often the conversation pages re-read themselves (seconds); tests make it shorter.
+LIVE_SECONDS = 5
 #: Where `simulate` calls come from unless the operator says otherwise (a number Twilio never assigns).
 TEST_CALLER = "+15005550006"
 _PUBLIC_ENDPOINTS = {"console.sign_in", "console.static"}
@@ -95,6 +97,7 @@ def register(app) -> None:
         SESSION_COOKIE_SECURE=public_url.startswith("https://"),
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
     )
+    app.config.setdefault("CONSOLE_LIVE_SECONDS", LIVE_SECONDS)
     app.register_blueprint(bp)
     console_headers.init_app(app, CONSOLE_PATH, Path(app.root_path, app.template_folder, "console"))
 
@@ -187,9 +190,24 @@ def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"
 
 
+@bp.app_template_filter("duration")
+def _duration(seconds: int) -> str:
+    """42 s, 3 min 05 s, 1 h 02 min: how long a call lasted, read at a glance."""
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
 @bp.context_processor
 def _page_globals() -> dict:
-    return {"projects": current_gateway().config.projects, "project": g.get("project")}
+    return {
+        "projects": current_gateway().config.projects,
+        "project": g.get("project"),
+        "live_seconds": current_app.config["CONSOLE_LIVE_SECONDS"],
+        "rendered_at": datetime.now(timezone.utc),
+    }
 
 
 def _safe_next(target: str | None) -> str:
@@ -334,7 +352,18 @@ def handoffs():
         entries=entries,
         config_path=current_gateway().config.path,
         method_help=METHOD_HELP,
+        orders=_transfer_orders(g.project),
     )
+
+
+def _transfer_orders(project: ProjectConfig) -> dict[str, list[str]]:
+    """Each number's destinations in the order a failing call tries them, attempt by attempt."""
+    orders = {}
+    for number in project.numbers:
+        route = NumberRoute(project, number)
+        order = [callflow.next_destination(project, route, attempt, None) for attempt in range(project.max_attempts)]
+        orders[number.number] = [name for name in order if name is not None]
+    return orders
 
 
 @bp.route("/handoffs/new", methods=["GET", "POST"])
@@ -475,8 +504,7 @@ def _filters_from(args) -> tuple[store.ConversationFilter, dict[str, str]]:
         except ValueError:
             errors["date"] = "write the date as YYYY-MM-DD"
         else:
-            since = datetime.combine(day, time.min, tzinfo=timezone.utc)
-            until = since + timedelta(days=1)
+            since, until = overview.day_bounds(day)
     filters = store.ConversationFilter(
         state=state,
         topic=args.get("topic", "").strip() or None,
@@ -484,6 +512,7 @@ def _filters_from(args) -> tuple[store.ConversationFilter, dict[str, str]]:
         from_number=args.get("caller", "").strip() or None,
         since=since,
         until=until,
+        search=search.terms_for(args.get("q", ""), (number.number for number in g.project.numbers)),
     )
     return filters, errors
 
@@ -506,6 +535,8 @@ def conversations():
     rows = store.list_conversations(
         db(), g.project.key, filters, limit=PAGE_SIZE + 1, after=_cursor(request.args)
     )
+    if filters.search is not None and len(rows) == 1 and "before" not in request.args:
+        return redirect(url_for("console.conversation", conversation_id=rows[0].id))
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     filter_args = {key: value for key, value in request.args.items() if key != "before" and value}
@@ -516,6 +547,7 @@ def conversations():
     return render_template(
         "console/conversations.html",
         rows=rows,
+        openers=transcript.openers(db(), rows),
         args=request.args,
         errors=errors,
         states=LIFECYCLE_STATES,
@@ -531,8 +563,58 @@ def conversation(conversation_id: str):
     if found is None:
         abort(404)
     return render_template(
-        "console/conversation.html", conversation=found, entries=timeline.build(db(), found)
+        "console/conversation.html",
+        conversation=found,
+        entries=timeline.build(db(), found),
+        turns=transcript.turns(db(), found),
     )
+
+
+# --- Overview ------------------------------------------------------------------------------
+
+
+OUTCOME_TITLES = {"handoff_completed": "Reached an agent", "handoff_failed": "Failed", "handoff_initiated": "In progress"}
+
+
+@bp.get("/overview")
+def day_overview():
+    today = datetime.now(timezone.utc).date()
+    day, error = today, None
+    if request.args.get("day"):
+        try:
+            day = date.fromisoformat(request.args["day"])
+        except ValueError:
+            day, error = today, "write the day as YYYY-MM-DD"
+        if day > today:
+            day, error = today, "that day has not come yet (days are UTC); here is today"
+    return render_template(
+        "console/overview.html",
+        figures=overview.for_day(db(), g.project.key, day),
+        error=error,
+        outcome_titles=OUTCOME_TITLES,
+        previous_day=day - timedelta(days=1) if day > date.min else None,
+        next_day=day + timedelta(days=1) if day < today else None,
+    )
+
+
+# --- Event deliveries ----------------------------------------------------------------------
+
+
+@bp.get("/events")
+def event_deliveries():
+    """Each subscription's recent deliveries: status, attempts, last error, next retry."""
+    by_url: dict[str, list] = {}
+    for row in deliveries.recent(db(), project_key=g.project.key, limit=200):
+        by_url.setdefault(row.url, []).append(row)
+    return render_template("console/events.html", by_url=by_url)
+
+
+@bp.post("/events/deliveries/<int:delivery_id>/redeliver")
+def redeliver(delivery_id: int):
+    if deliveries.redeliver(db(), delivery_id, project_key=g.project.key) is None:
+        abort(404)
+    flash(f"Delivery {delivery_id} will be sent again as soon as gateway deliver is free.")
+    return redirect(url_for("console.event_deliveries"))
 
 
 def _database_unavailable(error: Exception):

@@ -9,8 +9,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway import jsonlog, metrics, store
-from gateway.web import current_gateway
+from gateway import deliveries, jsonlog, metrics, store
+from gateway.models import utcnow
+from gateway.web import current_gateway, db
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,17 @@ def readyz():
 @bp.get("/metrics")
 def prometheus_metrics():
     registry = metrics.exposition_registry(current_metrics())
-    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    body = generate_latest(registry) + generate_latest(metrics.delivery_registry(_delivery_state))
+    return Response(body, content_type=CONTENT_TYPE_LATEST)
+
+
+def _delivery_state() -> tuple[dict[str, int], float] | None:
+    try:
+        session = db()
+        return deliveries.counts_by_status(session), deliveries.oldest_pending_age(session, utcnow())
+    except SQLAlchemyError as error:
+        log.warning("event delivery metrics left out: database unavailable: %s", str(error).splitlines()[0])
+        return None
 
 
 def _start_request(_app: Flask, **_extra) -> None:

@@ -1,0 +1,186 @@
+"""The delivery worker (`gateway deliver`): signed, in order, retried, stopped on a 4xx, never sent twice at once."""
+from __future__ import annotations
+
+import random
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlmodel import Session, select
+from standardwebhooks.webhooks import Webhook
+
+from gateway import deliver
+from gateway.models import EventDelivery
+from tests.events_support import SECRET, SECRET_ENV, LIFECYCLE_TYPES, Receiver, call_with_fallback, subscribe, wait_for
+from tests.support import CONFIG_KEY
+
+CALL_SID = "CA" + "f5" * 16
+
+
+@pytest.fixture
+def receiver():
+    started = Receiver().start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def subscribed(make_app, config_path, receiver):
+    """An app whose acme project pushes every event to `receiver`."""
+    subscribe(config_path, receiver.url)
+    return make_app()
+
+
+def worker(app, **options) -> deliver.Deliverer:
+    gateway = app.extensions["gateway"]
+    options = {"backoff_base": 0.05, "poll_seconds": 0.05, **options}
+    return deliver.Deliverer(gateway.engine, gateway.config, deliver.signers(gateway.config, {SECRET_ENV: SECRET}), **options)
+
+
+def run_until(deliverer: deliver.Deliverer, predicate, timeout: float = 20.0):
+    """Run passes (as the worker's loop does) until `predicate()` holds."""
+    return wait_for(lambda: deliverer.run_once() is not None and predicate(), timeout=timeout, interval=0.02)
+
+
+def feed_items(app) -> list[dict]:
+    response = app.test_client().get("/v1/acme/frontdesk/events?limit=200", headers={"x-api-key": CONFIG_KEY})
+    return response.get_json()["items"]
+
+
+def deliveries_of(app) -> list[EventDelivery]:
+    with Session(app.extensions["gateway"].engine) as session:
+        return list(session.exec(select(EventDelivery).order_by(EventDelivery.event_seq)))
+
+
+def test_every_event_arrives_signed_in_order_exactly_as_the_feed_lists_it(subscribed, receiver):
+    call_with_fallback(subscribed.test_client(), CALL_SID)
+    run_until(worker(subscribed), lambda: len(receiver.received) >= 5)
+
+    verifier = Webhook(SECRET)
+    events = [verifier.verify(item.body, item.headers) for item in receiver.received]
+    assert [event["type"] for event in events] == LIFECYCLE_TYPES
+    assert events == feed_items(subscribed)
+    assert [item.headers["webhook-id"] for item in receiver.received] == [event["id"] for event in events]
+    assert all(item.headers["content-type"] == "application/json" for item in receiver.received)
+    assert [(d.status, d.attempts, d.last_error) for d in deliveries_of(subscribed)] == [("delivered", 1, None)] * 5
+
+
+def test_a_forged_or_altered_delivery_does_not_verify(subscribed, receiver):
+    """The signature covers id, timestamp and body: a receiver's library refuses any change."""
+    call_with_fallback(subscribed.test_client(), CALL_SID)
+    run_until(worker(subscribed), lambda: receiver.received)
+    first = receiver.received[0]
+    Webhook(SECRET).verify(first.body, first.headers)
+    with pytest.raises(Exception, match="signature"):
+        Webhook(SECRET).verify(first.body.replace("Front desk", "Back door"), first.headers)
+    with pytest.raises(Exception, match="signature"):
+        Webhook("whsec_" + "QUJD" * 8).verify(first.body, first.headers)
+
+
+def test_429_and_503_are_retried_after_retry_after_and_later_events_wait_their_turn(subscribed, receiver):
+    receiver.answers = [(503, {"Retry-After": "1"}), (429, {})]
+    call_with_fallback(subscribed.test_client(), CALL_SID)
+    run_until(worker(subscribed), lambda: len(receiver.received) >= 7)
+
+    ids = receiver.ids()
+    first_id = ids[0]
+    assert ids[:3] == [first_id] * 3, "the first event is tried three times before any other is sent"
+    assert len(set(ids[3:])) == 4 and first_id not in ids[3:]
+    assert receiver.received[1].at - receiver.received[0].at >= 0.95, "Retry-After: 1 was not honoured"
+    first = deliveries_of(subscribed)[0]
+    assert (first.status, first.attempts, first.last_status_code, first.last_error) == ("delivered", 3, 204, None)
+
+
+def test_a_4xx_stops_that_event_records_why_and_the_next_one_goes(subscribed, receiver):
+    receiver.answers = [(410, {})]
+    call_with_fallback(subscribed.test_client(), CALL_SID)
+    run_until(worker(subscribed), lambda: len(receiver.received) >= 5)
+
+    assert len(receiver.ids()) == 5, "the refused event is not sent again"
+    stopped, *rest = deliveries_of(subscribed)
+    assert (stopped.status, stopped.attempts, stopped.last_status_code) == ("failed", 1, 410)
+    assert "410" in stopped.last_error and "not retried" in stopped.last_error
+    assert stopped.next_attempt_at is None
+    assert all(d.status == "delivered" for d in rest)
+
+
+def test_a_receiver_that_hangs_times_out_and_the_event_is_retried(subscribed, receiver):
+    receiver.delay = 1.0
+    call_with_fallback(subscribed.test_client(), CALL_SID)
+    deliverer = worker(subscribed, timeout=(1.0, 0.3))
+    deliverer.run_once()
+    first = deliveries_of(subscribed)[0]
+    assert first.status == "pending" and first.attempts >= 1 and "timed out" in first.last_error
+
+    receiver.delay = 0.0
+    run_until(deliverer, lambda: all(d.status == "delivered" for d in deliveries_of(subscribed)))
+    assert {item.headers["webhook-id"] for item in receiver.received} == {event["id"] for event in feed_items(subscribed)}
+
+
+def test_retries_stop_after_the_horizon_with_the_reason(subscribed, receiver):
+    receiver.answers = [(500, {})] * 1000
+    call_with_fallback(subscribed.test_client(), CALL_SID)
+    deliverer = worker(subscribed, horizon=timedelta(seconds=3))
+    run_until(deliverer, lambda: all(d.status == "failed" for d in deliveries_of(subscribed)))
+    first = deliveries_of(subscribed)[0]
+    assert first.attempts >= 2 and "500" in first.last_error and "gave up" in first.last_error
+
+
+def test_a_subscription_gets_only_the_types_it_lists(make_app, config_path, receiver):
+    subscribe(config_path, receiver.url, types=["handoff.completed", "conversation.*"])
+    app = make_app()
+    call_with_fallback(app.test_client(), CALL_SID)
+    run_until(worker(app), lambda: len(receiver.received) >= 2)
+    assert [item.event["type"] for item in receiver.received] == ["handoff.completed", "conversation.ended"]
+
+
+def test_a_missing_secret_stops_the_worker_with_the_variable_to_set(make_app, config_path, receiver):
+    subscribe(config_path, receiver.url)
+    config = make_app().extensions["gateway"].config
+    with pytest.raises(deliver.SecretMissing, match=SECRET_ENV):
+        deliver.signers(config, {})
+    with pytest.raises(deliver.SecretMissing, match="must be base64"):
+        deliver.signers(config, {SECRET_ENV: "whsec_not base64!"})
+    with pytest.raises(deliver.SecretMissing, match="decodes to 3 bytes"):
+        deliver.signers(config, {SECRET_ENV: "whsec_YWJj"})
+
+
+def test_several_workers_on_postgresql_never_send_one_event_twice_at_once(subscribed, receiver, database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("several workers need PostgreSQL's row locks; on SQLite run one worker (docs/events.md)")
+    receiver.delay = 0.05
+    client = subscribed.test_client()
+    calls = ["CA" + f"{index:032x}" for index in range(4)]
+    for call_sid in calls:
+        call_with_fallback(client, call_sid)
+    stop = threading.Event()
+    threads = [threading.Thread(target=worker(subscribed).run, args=(stop,)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert wait_for(lambda: len(receiver.received) >= 20, timeout=60)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+
+    assert receiver.overlaps == []
+    ids = receiver.ids()
+    assert len(ids) == len(set(ids)) == 20, "each event is sent once when nothing fails"
+    by_conversation: dict[str, list[str]] = {}
+    for item in receiver.received:
+        by_conversation.setdefault(item.event["data"]["id"], []).append(item.event["type"])
+    assert all(types == LIFECYCLE_TYPES for types in by_conversation.values()), by_conversation
+
+
+def test_backoff_doubles_with_jitter_up_to_an_hour():
+    rng = random.Random(7)
+    for attempts in range(1, 20):
+        ceiling = min(deliver.MAX_DELAY, 5.0 * 2 ** (attempts - 1))
+        waits = {deliver.backoff(attempts, 5.0, rng) for _ in range(20)}
+        assert all(ceiling / 2 <= wait <= ceiling for wait in waits)
+        assert len(waits) > 1, "jittered: workers retrying together spread out"
+    now = datetime(2026, 12, 2, 15, 0, 0, tzinfo=timezone.utc)
+    assert deliver.retry_after_seconds("120", now) == 120
+    assert deliver.retry_after_seconds("Wed, 02 Dec 2026 15:01:30 GMT", now) == 90
+    assert deliver.retry_after_seconds("soon", now) is None
