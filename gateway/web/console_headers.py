@@ -36,7 +36,7 @@ def inline_script_hashes(templates_dir: Path) -> list[str]:
 
 
 def content_security_policy(script_hashes: list[str]) -> str:
-    """Our own stylesheet, our own listed scripts, forms posted to us; no frames, plugins or <base>."""
+    """Our own stylesheet and scripts, requests and forms to us only; no frames, plugins or <base>."""
     scripts = " ".join(["'self'", "'unsafe-hashes'", *script_hashes])
     return "; ".join(
         [
@@ -44,6 +44,7 @@ def content_security_policy(script_hashes: list[str]) -> str:
             f"script-src {scripts}",
             "style-src 'self'",
             "img-src 'self'",
+            "connect-src 'self'",  # live pages refresh themselves from the same pages
             "form-action 'self'",
             "frame-ancestors 'none'",
             "base-uri 'none'",
