@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def procfile_gunicorn_arguments(port: int) -> list[str]:
     """The Procfile's gunicorn flags, with their defaults filled in and bound to loopback."""
-    line = (ROOT / "Procfile").read_text().split("exec gunicorn", 1)[1]
+    web = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    line = web.split("exec gunicorn", 1)[1]
     line = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", line)
     words = shlex.split(line)
     bind = words.index("--bind")
