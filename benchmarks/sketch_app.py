@@ -6,6 +6,7 @@ how close to the target this machine lets any design that checks and stores each
 """
 import os
 import sqlite3
+import threading
 import uuid
 
 from flask import Flask, Response, request
@@ -16,7 +17,7 @@ TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response><Dial><Number>+14155550
 
 app = Flask(__name__)
 validator = RequestValidator(os.environ["TWILIO_AUTH_TOKEN"])
-_connections: dict[int, sqlite3.Connection] = {}  # one per process: gunicorn forks after import
+_connections = threading.local()  # one per thread: gthread workers serve requests in threads
 
 with sqlite3.connect(DATABASE) as setup:
     setup.execute("PRAGMA journal_mode=WAL")
@@ -25,11 +26,11 @@ setup.close()
 
 
 def connection() -> sqlite3.Connection:
-    if os.getpid() not in _connections:
-        opened = sqlite3.connect(DATABASE, isolation_level=None, timeout=5)
-        opened.execute("PRAGMA synchronous=NORMAL")
-        _connections[os.getpid()] = opened
-    return _connections[os.getpid()]
+    """Opened in the thread that uses it (threads only exist after gunicorn forks its workers)."""
+    if getattr(_connections, "opened", None) is None:
+        _connections.opened = sqlite3.connect(DATABASE, isolation_level=None, timeout=5)
+        _connections.opened.execute("PRAGMA synchronous=NORMAL")
+    return _connections.opened
 
 
 @app.get("/healthz")

@@ -82,7 +82,9 @@ def write_requests(path: Path, url: str, count: int, prefix: str) -> None:
                 "CallSid": f"CA{prefix}{i:024x}",
                 "AccountSid": ACCOUNT_SID,
                 "From": "+14155551234",
+                "Caller": "+14155551234",
                 "To": CALLED,
+                "Called": CALLED,
                 "CallStatus": "ringing",
                 "ApiVersion": "2010-04-01",
                 "Direction": "inbound",
@@ -93,6 +95,7 @@ def write_requests(path: Path, url: str, count: int, prefix: str) -> None:
 def start(app: str, port: int, workers: int, env: dict, log: Path) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "gunicorn", app, "--preload", "--workers", str(workers),
+        "--worker-class", "gthread", "--threads", "32",  # as the Procfile serves it (docs/serving.md)
         "--bind", f"127.0.0.1:{port}", "--timeout", "20", "--log-level", "warning",
     ]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
@@ -185,8 +188,8 @@ def main() -> None:
         with sqlite3.connect(database) as connection:
             stored = connection.execute("SELECT count(*) FROM conversations").fetchone()[0]
 
-    print(f"gunicorn --workers {args.workers}, wrk -t{args.threads} -c{args.connections} "
-          f"-d{args.duration}s, {os.cpu_count()} CPUs")
+    print(f"gunicorn --workers {args.workers} --worker-class gthread --threads 32, "
+          f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {os.cpu_count()} CPUs")
     print(f"{'':10} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8}")
     for name, result in (("bare", bare), ("sketch", sketch), ("gateway", gateway)):
         print(f"{name:10} {result['rps']:>10.1f} {result['p50']:>9.2f} {result['p99']:>9.2f} {result['non_2xx']:>8}"

@@ -30,7 +30,9 @@ from gateway.web import (
     voice,
 )
 from gateway.web.inbound_call import InboundCallEndpoint
+from gateway.web.json_provider import StrictJSONProvider
 from gateway.web.logcontext import configure_logging
+from gateway.web.slow_clients import BodyDeadline
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     engine = make_engine(settings.database_url, busy_timeout=settings.database_busy_timeout)
 
     app = Flask(__name__)
+    app.json = StrictJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     # Random when unset: `gunicorn --preload` builds the app once, so its workers share the key.
     app.secret_key = settings.secret_key.get_secret_value() if settings.secret_key else secrets.token_hex(32)
@@ -79,6 +82,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     console.register(app)
     ops.init_app(app)
     app.wsgi_app = InboundCallEndpoint(app, app.wsgi_app)
+    # Outside the call endpoint: every body, that one's too, arrives within the deadline.
+    app.wsgi_app = BodyDeadline(app.wsgi_app, max_bytes=MAX_REQUEST_BYTES)
     if settings.trusted_proxies:  # outermost: every path sees the client's scheme and host
         hops = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)

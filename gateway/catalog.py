@@ -1,6 +1,6 @@
 """A project's destinations: the config file's (read-only) and those made through the API or console.
 
-Names are unique across both. Every write goes through `Destination`'s validation and
+Names are unique across both, compared NFKC-normalised and without regard to case. Every write goes through `Destination`'s validation and
 `check_destination`, the same rules the config file obeys. Writes are staged in the caller's
 session (gateway/project_store.py holds the SQL); the caller commits.
 """
@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from gateway import project_store
 from gateway.config import ProjectConfig
-from gateway.destinations import Destination, check_destination
+from gateway.destinations import Destination, check_destination, name_key
 from gateway.errors import GatewayError
 from gateway.models import StoredDestination
 
@@ -35,8 +35,15 @@ def list_destinations(session: Session, project: ProjectConfig) -> list[Entry]:
     return entries
 
 
+def _configured(project: ProjectConfig, name: str) -> Destination | None:
+    """The file's destination of that name, whatever its case or Unicode form."""
+    key = name_key(name)
+    return next((d for d in project.destinations if name_key(d.name) == key), None)
+
+
 def find(session: Session, project: ProjectConfig, name: str) -> Entry | None:
-    configured = project.destination(name)
+    """By name without regard to case or Unicode form, as names are unique."""
+    configured = _configured(project, name)
     if configured is not None:
         return Entry(configured, "config")
     row = project_store.stored_destination(session, project.key, name)
@@ -64,8 +71,8 @@ def validate(body: dict, project: ProjectConfig) -> Destination:
 def create(session: Session, project: ProjectConfig, body: dict) -> Destination:
     """Stage a new stored destination; the caller commits."""
     destination = validate(body, project)
-    if find(session, project, destination.name) is not None:
-        raise _duplicate(destination.name)
+    if (taken := find(session, project, destination.name)) is not None:
+        raise _duplicate(taken.destination.name)
     if not project_store.add_destination(session, project.key, destination.name, destination.model_dump(mode="json")):
         raise _duplicate(destination.name)  # a concurrent create of the same name won the race
     return destination
@@ -75,8 +82,8 @@ def update(session: Session, project: ProjectConfig, name: str, changes: dict) -
     """Stage a partial change (PATCH); renaming is allowed when the new name is free."""
     row = _writable(session, project, name)
     destination = validate({**row.body, **changes}, project)
-    if destination.name != name and find(session, project, destination.name) is not None:
-        raise _duplicate(destination.name)
+    if name_key(destination.name) != row.name_key and (taken := find(session, project, destination.name)) is not None:
+        raise _duplicate(taken.destination.name)
     project_store.change_destination(session, row, destination.name, destination.model_dump(mode="json"))
     return destination
 
@@ -86,11 +93,12 @@ def delete(session: Session, project: ProjectConfig, name: str) -> None:
 
 
 def _writable(session: Session, project: ProjectConfig, name: str) -> StoredDestination:
-    if project.destination(name) is not None:
+    configured = _configured(project, name)
+    if configured is not None:
         raise GatewayError(
             409,
             "managed_by_config",
-            f"{name!r} comes from the config file ({project.key}); change it there.",
+            f"{configured.name!r} comes from the config file ({project.key}); change it there.",
         )
     row = project_store.stored_destination(session, project.key, name)
     if row is None:

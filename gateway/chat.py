@@ -13,7 +13,7 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlmodel import Session
 
-from gateway import catalog, handoff, message_store
+from gateway import catalog, handoff, message_store, strict_json
 from gateway.config import ProjectConfig
 from gateway.destinations import Destination
 from gateway.errors import GatewayError
@@ -176,7 +176,7 @@ def ask_assistant(url: str, conversation_id: str, message: str) -> AssistantAnsw
     if reply.status_code != 200:
         raise _assistant_error(f"answered HTTP {reply.status_code}")
     try:
-        return AssistantAnswer.model_validate(reply.json())
+        return AssistantAnswer.model_validate(strict_json.loads(reply.content))
     except ValueError as error:  # not JSON, or pydantic's ValidationError
         detail = _first_problem(error) if isinstance(error, ValidationError) else "a body that is not JSON"
         raise _assistant_error(f"answered {detail}") from None

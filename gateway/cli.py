@@ -6,7 +6,6 @@ import secrets
 import signal
 import sys
 import threading
-import uuid
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -26,6 +25,7 @@ from gateway.settings import Settings
 from gateway.spool import Spool
 from gateway.store import make_engine
 from gateway.web.logcontext import configure_logging
+from gateway.web.signature import simulated_call_form
 
 DEFAULT_SIMULATE_URL = "http://127.0.0.1:8000/voice/call"
 MIN_PASSWORD_LENGTH = 8
@@ -289,15 +289,7 @@ def simulate_call(to_number: str, from_number: str, url: str | None) -> None:
     if settings.auth_token is None:
         click.echo("TWILIO_AUTH_TOKEN is not set: it is needed to sign the request", err=True)
         sys.exit(1)
-    params = {
-        "CallSid": "CA" + uuid.uuid4().hex,
-        "AccountSid": settings.twilio_account_sid or "AC" + "0" * 32,
-        "From": from_number,
-        "To": to_number,
-        "CallStatus": "ringing",
-        "ApiVersion": "2010-04-01",
-        "Direction": "inbound",
-    }
+    params = simulated_call_form(account_sid=settings.twilio_account_sid, from_number=from_number, to_number=to_number)
     signature = RequestValidator(settings.auth_token).compute_signature(url, params)
     try:
         response = requests.post(url, data=params, headers={"X-Twilio-Signature": signature}, timeout=15)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway.event_types import EVENT_TYPES, types_matching
 
-from gateway.destinations import E164, Destination, check_destination
+from gateway.destinations import E164, Destination, check_destination, name_key
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _ACCOUNT_PREFIX = "ws-"
@@ -271,8 +271,8 @@ def _check_references(path: Path, projects: list[ProjectConfig]) -> None:
         names: set[str] = set()
         for d_index, destination in enumerate(project.destinations):
             entry = f"{where}.destinations[{d_index}] ({destination.name!r})"
-            if destination.name in names:
-                fail(entry, "name", "another destination in this project has the same name")
+            if name_key(destination.name) in {name_key(name) for name in names}:
+                fail(entry, "name", "another destination in this project has the same name (case does not count)")
             names.add(destination.name)
             problem = check_destination(destination, sip_domain=project.sip_domain)
             if problem:

@@ -6,11 +6,13 @@ accepted anywhere can always be dialed.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import quote
 
+import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
@@ -60,6 +62,30 @@ class Route:
     send_digits: str | None = None
 
 
+_NUMBER_PROBLEMS = {
+    phonenumbers.ValidationResult.INVALID_COUNTRY_CODE: "has no country code in use",
+    phonenumbers.ValidationResult.TOO_SHORT: "is too short for a phone number of its country",
+    phonenumbers.ValidationResult.TOO_LONG: "is too long for a phone number of its country",
+    phonenumbers.ValidationResult.INVALID_LENGTH: "does not have a length numbers of its country have",
+}
+
+
+def check_phone_number(number: str) -> None:
+    """Raise ValueError unless `number` could be a real phone number for its country code.
+
+    Only the length for the country is checked (libphonenumber's "possible"), not whether
+    the range is assigned, so 555 test numbers and Ofcom drama numbers keep working.
+    """
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        raise ValueError(f"{number} is not a phone number; write it in E.164 like +14155550100") from None
+    reason = phonenumbers.is_possible_number_with_reason(parsed)
+    if reason not in (phonenumbers.ValidationResult.IS_POSSIBLE, phonenumbers.ValidationResult.IS_POSSIBLE_LOCAL_ONLY):
+        problem = _NUMBER_PROBLEMS.get(reason, "is not a possible phone number")
+        raise ValueError(f"{number} {problem} (+{parsed.country_code}); write it in E.164 like +14155550100")
+
+
 @lru_cache(maxsize=4096)
 def parse_route(route: str, *, method: Method, sip_domain: str | None) -> Route:
     """Turn a configured route into a dialable target, or raise ValueError saying how to fix it.
@@ -69,10 +95,12 @@ def parse_route(route: str, *, method: Method, sip_domain: str | None) -> Route:
     route = route.strip()
     if match := _E164_WITH_EXTENSION.match(route):
         number, extension = match.groups()
+        check_phone_number(number)
         if method == "refer":
             raise ValueError("refer cannot send extension digits; use method invite for this route")
         return Route("number", number, send_digits="ww" + extension)
     if E164.match(route):
+        check_phone_number(route)
         if method == "refer":
             if not sip_domain:
                 raise ValueError(
@@ -113,6 +141,24 @@ class Destination(BaseModel):
     reason: str | None = Field(None, max_length=200)
     handoff_keywords: list[str] = Field(default_factory=list)
 
+    @field_validator("name", mode="before")
+    @classmethod
+    def _normalised_name(cls, name: object) -> object:
+        """NFKC, so "Front\u00a0desk" and "Front desk" are one name; see `name_key` for case."""
+        return unicodedata.normalize("NFKC", name).strip() if isinstance(name, str) else name
+
+    @field_validator("name")
+    @classmethod
+    def _name_fits_a_url_path_segment(cls, name: str) -> str:
+        """The API addresses a destination as /handoff_destinations/{name}: one path segment."""
+        if "/" in name or "\\" in name:
+            raise ValueError(f"{name!r} holds a slash, which cannot travel in a URL path segment; use another character")
+        if name in (".", ".."):
+            raise ValueError(f"{name!r} is not a name a URL can carry (clients resolve it as a path); use letters")
+        if has_control_character(name):
+            raise ValueError("the name holds a control character (CR, LF, ...); remove it")
+        return name
+
     @field_validator("sip_headers")
     @classmethod
     def _headers_are_custom(cls, headers: dict[str, str]) -> dict[str, str]:
@@ -129,6 +175,11 @@ class Destination(BaseModel):
     def _keywords_lowercase(cls, keywords: list[str]) -> list[str]:
         """Keywords are matched case-insensitively against chat and SMS text."""
         return [keyword.strip().lower() for keyword in keywords if keyword.strip()]
+
+
+def name_key(name: str) -> str:
+    """What makes two destination names the same: NFKC, trimmed, without regard to case."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).strip().casefold())
 
 
 def check_destination(destination: Destination, *, sip_domain: str | None) -> tuple[str, str] | None:

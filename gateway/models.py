@@ -78,12 +78,19 @@ class StoredDestination(SQLModel, table=True):
     """A destination made through the API or console (the file's own live only in the file)."""
 
     __tablename__ = "destinations"
-    # Also the index for a project's destinations: project_key leads it.
-    __table_args__ = (UniqueConstraint("project_key", "name"),)
+    # Names are unique without regard to case (`destinations.name_key`); that key is also the
+    # index for a project's destinations (project_key leads it). The exact-name key is the one
+    # databases made before name_key already have.
+    __table_args__ = (
+        UniqueConstraint("project_key", "name"),
+        UniqueConstraint("project_key", "name_key", name="uq_destinations_project_name_key"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     project_key: str = Field(max_length=200)
     name: str = Field(max_length=100)
+    #: The name NFKC-normalised, trimmed and case-folded: "Front desk" and "front desk" clash.
+    name_key: str = Field(max_length=300)
     body: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()
@@ -230,3 +237,17 @@ class EventDelivery(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=500)
     delivered_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     created_at: datetime = _timestamp()
+
+
+class SignInFailure(SQLModel, table=True):
+    """A wrong console password from one address; shared by every worker and instance."""
+
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (
+        Index("ix_sign_in_failures_address", "address", "at"),  # an address's recent failures
+        Index("ix_sign_in_failures_at", "at"),  # forgetting old ones
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    address: str = Field(max_length=100)
+    at: datetime = _timestamp()

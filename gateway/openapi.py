@@ -34,11 +34,14 @@ AUTH_ERRORS = {
     "404": error("Unknown project, conversation or destination."),
     "503": error("The database is behind this release's schema (database_behind): run `gateway db upgrade`."),
 }
+DATABASE_UNAVAILABLE = "The database is not answering (database_unavailable); try again in a moment."
 
 
 def operation(summary: str, responses: dict, *, body: dict | None = None, parameters: list | None = None) -> dict:
     """One operation with the shared auth errors added."""
     result: dict = {"summary": summary, "responses": {**responses, **AUTH_ERRORS}}
+    own_503 = responses.get("503", {}).get("description")
+    result["responses"]["503"] = error(f"{own_503} {DATABASE_UNAVAILABLE}" if own_503 else DATABASE_UNAVAILABLE)
     if body is not None:
         result["requestBody"] = {"required": True, **json_content(body)}
     if parameters:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
+from gateway.destinations import name_key
 from gateway.models import ApiKey, StoredDestination, utcnow
 from gateway.store import insert_ignoring_conflict
 
@@ -20,7 +21,9 @@ def stored_destinations(session: Session, project_key: str) -> list[StoredDestin
 
 def stored_destination(session: Session, project_key: str, name: str) -> StoredDestination | None:
     return session.exec(
-        select(StoredDestination).where(StoredDestination.project_key == project_key, StoredDestination.name == name)
+        select(StoredDestination).where(
+            StoredDestination.project_key == project_key, StoredDestination.name_key == name_key(name)
+        )
     ).first()
 
 
@@ -28,12 +31,12 @@ def add_destination(session: Session, project_key: str, name: str, body: dict) -
     """Stage a new row; False, staging nothing, when the (project, name) key is taken already
     (a concurrent write won the race: the unique key decides, nothing raises)."""
     now = utcnow()
-    values = dict(project_key=project_key, name=name, body=body, created_at=now, updated_at=now)
+    values = dict(project_key=project_key, name=name, name_key=name_key(name), body=body, created_at=now, updated_at=now)
     return bool(insert_ignoring_conflict(session, StoredDestination.__table__, values))
 
 
 def change_destination(session: Session, row: StoredDestination, name: str, body: dict) -> None:
-    row.name, row.body, row.updated_at = name, body, utcnow()
+    row.name, row.name_key, row.body, row.updated_at = name, name_key(name), body, utcnow()
     session.add(row)
 
 

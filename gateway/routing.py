@@ -98,7 +98,7 @@ def plan_transfer(
     headers = _filled_headers(destination, context)
     spoken = utterance if utterance is not None else destination.utterance
     if destination.method == "bye":
-        return Transfer("bye", destination.name, spoken, headers=tuple(headers))
+        return Transfer("bye", destination.name, spoken, headers=tuple(_encoded_within_limits(headers, None)))
     route = parse_route(destination.route or "", method=destination.method, sip_domain=sip_domain)
     sip_uri = _sip_uri_within_limits(route.target, headers) if route.kind == "sip" else None
     return Transfer(
@@ -131,19 +131,29 @@ def _filled_headers(destination: Destination, context: CallContext) -> list[tupl
 
 
 def _sip_uri_within_limits(target: str, headers: list[tuple[str, str]]) -> str:
-    """Append headers as URI parameters, dropping the longest optional one until Twilio's limits hold."""
-    kept = list(headers)
+    """Append headers as URI parameters, within Twilio's limits (see `_encoded_within_limits`)."""
+    query = "&".join(f"{name}={value}" for name, value in _encoded_within_limits(headers, target))
+    return f"{target}?{query}" if query else target
+
+
+def _encoded_within_limits(headers: list[tuple[str, str]], target: str | None) -> list[tuple[str, str]]:
+    """Header values percent-encoded, dropping the longest optional one until Twilio's limits hold.
+
+    `<Sip>` headers (`target` is the SIP URI) and a `bye`'s `<Parameter>`s (`target` None) are
+    encoded alike, so a `%0D%0A` typed into a value reaches no SIP stack as a line break.
+    """
+    kept = [(name, quote(value, safe="")) for name, value in headers]
     while True:
-        query = "&".join(f"{name}={quote(value, safe='')}" for name, value in kept)
-        uri = f"{target}?{query}" if query else target
-        if len(query) <= MAX_SIP_HEADERS_LENGTH and len(uri) <= MAX_SIP_URI_LENGTH:
-            return uri
+        query_length = len("&".join(f"{name}={value}" for name, value in kept))
+        uri_length = len(target) + 1 + query_length if target else 0
+        if query_length <= MAX_SIP_HEADERS_LENGTH and uri_length <= MAX_SIP_URI_LENGTH:
+            return kept
         optional = [h for h in kept if h[0] != CONVERSATION_ID_HEADER]
         if not optional:
-            return target
-        longest = max(optional, key=lambda h: len(h[0]) + len(quote(h[1], safe="")))
+            return []
+        longest = max(optional, key=lambda h: len(h[0]) + len(h[1]))
         log.warning(
-            "dropped SIP header %s (%d characters) to keep the SIP URI within Twilio's limits",
+            "dropped SIP header %s (%d characters encoded) to keep within Twilio's limits",
             longest[0],
             len(longest[1]),
         )

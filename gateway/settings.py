@@ -61,7 +61,11 @@ class Settings(BaseSettings):
 
     @property
     def auth_token(self) -> str | None:
-        """The Twilio auth token as plain text, or None when it is not configured."""
-        if self.twilio_auth_token is None or not self.twilio_auth_token.get_secret_value():
+        """The Twilio auth token as plain text, or None when it is not configured.
+
+        Blank counts as not configured: a token of spaces (a stray `TWILIO_AUTH_TOKEN= ` line)
+        would otherwise become a secret anyone can guess and sign webhooks with.
+        """
+        if self.twilio_auth_token is None or not self.twilio_auth_token.get_secret_value().strip():
             return None
         return self.twilio_auth_token.get_secret_value()

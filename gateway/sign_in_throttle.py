@@ -1,21 +1,23 @@
 """Failed console sign-ins per client address: after a few, that address waits before trying again.
 
-The console has one shared password, so guessing it is the attack to slow down. Counts live
-in the process: with several gunicorn workers, each counts on its own, so an address gets at
-most `max_failures` guesses per worker per window.
+The console has one shared password, so guessing it is the attack to slow down. Failures are
+rows in the database, so every gunicorn worker and every gateway instance on the same database
+counts the same guesses: an address gets `max_failures` guesses per window in all.
 """
 from __future__ import annotations
 
 import math
-import threading
 import time
-from collections import deque
+from datetime import datetime, timedelta, timezone
 from typing import Callable
+
+from sqlalchemy import delete, func
+from sqlmodel import Session, select
+
+from gateway.models import SignInFailure
 
 MAX_FAILURES = 5
 WINDOW_SECONDS = 15 * 60
-#: Past this many addresses, the ones with no recent failure are forgotten.
-_PRUNE_ABOVE = 10_000
 
 
 class SignInThrottle:
@@ -23,38 +25,36 @@ class SignInThrottle:
         self,
         max_failures: int = MAX_FAILURES,
         window_seconds: float = WINDOW_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ):
         self._max_failures = max_failures
-        self._window = window_seconds
+        self._window = timedelta(seconds=window_seconds)
         self._clock = clock
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
 
-    def retry_after(self, address: str) -> int:
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), timezone.utc)
+
+    def retry_after(self, session: Session, address: str) -> int:
         """Seconds this address must wait before its next try; 0 when it may try now."""
-        with self._lock:
-            recent = self._recent(address)
-            if len(recent) < self._max_failures:
-                return 0
-            return max(1, math.ceil(recent[0] + self._window - self._clock()))
+        now = self._now()
+        count, oldest = session.exec(
+            select(func.count(), func.min(SignInFailure.at)).where(
+                SignInFailure.address == address, SignInFailure.at > now - self._window
+            )
+        ).one()
+        if count < self._max_failures:
+            return 0
+        if oldest.tzinfo is None:  # SQLite hands timestamps back without their zone
+            oldest = oldest.replace(tzinfo=timezone.utc)
+        return max(1, math.ceil((oldest + self._window - now).total_seconds()))
 
-    def failed(self, address: str) -> None:
-        with self._lock:
-            if len(self._failures) > _PRUNE_ABOVE:
-                for known in list(self._failures):
-                    self._recent(known)
-            self._failures.setdefault(address, deque()).append(self._clock())
+    def failed(self, session: Session, address: str) -> None:
+        """Count a wrong password, and forget failures that have left the window (any address)."""
+        now = self._now()
+        session.exec(delete(SignInFailure).where(SignInFailure.at <= now - self._window))
+        session.add(SignInFailure(address=address, at=now))
+        session.commit()
 
-    def succeeded(self, address: str) -> None:
-        with self._lock:
-            self._failures.pop(address, None)
-
-    def _recent(self, address: str) -> deque[float]:
-        """The address's failures inside the window (older ones dropped); caller holds the lock."""
-        failures = self._failures.get(address, deque())
-        while failures and failures[0] <= self._clock() - self._window:
-            failures.popleft()
-        if not failures:
-            self._failures.pop(address, None)
-        return failures
+    def succeeded(self, session: Session, address: str) -> None:
+        session.exec(delete(SignInFailure).where(SignInFailure.address == address))
+        session.commit()

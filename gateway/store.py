@@ -5,22 +5,28 @@ chats: gateway/message_store.py; destinations and keys: gateway/project_store.py
 """
 from __future__ import annotations
 
+import logging
+import os
+import sqlite3
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
+from urllib.parse import quote
 
-from sqlalchemy import Table, and_, bindparam, event, or_, tuple_
+from sqlalchemy import Table, and_, bindparam, event, false, or_, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlmodel import Session, create_engine, select
 
 from gateway import sqlite_writer
 from gateway.models import Conversation, HandoffEvent, utcnow
 from gateway.search import SearchTerms
+
+log = logging.getLogger(__name__)
 
 
 def make_engine(database_url: str, *, busy_timeout: float = 5.0) -> Engine:
@@ -31,23 +37,7 @@ def make_engine(database_url: str, *, busy_timeout: float = 5.0) -> Engine:
     waiting for a pooled connection, and on waiting for a row lock.
     """
     if database_url.startswith("sqlite"):
-        engine = create_engine(
-            database_url, connect_args={"check_same_thread": False, "timeout": busy_timeout}
-        )
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        path = make_url(database_url).database
-        if path and path != ":memory:":
-            sqlite_writer.attach(engine, path, busy_timeout)
-        return engine
+        return _sqlite_engine(database_url, busy_timeout)
     connect_args = {}
     if database_url.startswith("postgresql"):
         # A row lock another transaction holds (a racing webhook, an API handoff) is waited on
@@ -64,6 +54,119 @@ def make_engine(database_url: str, *, busy_timeout: float = 5.0) -> Engine:
         pool_timeout=busy_timeout,
         connect_args=connect_args,
     )
+
+
+def _sqlite_engine(database_url: str, busy_timeout: float) -> Engine:
+    """SQLite that recovers from a file made read-only for a while, and notices a file swapped under it.
+
+    - A "readonly database" error counts as a disconnect: SQLAlchemy drops that connection and
+      every older one in the pool, and the next request opens afresh.
+    - A connection opened while the file could not be written is read-only for good (SQLite
+      falls back to read-only silently), so it is reopened at checkout once the file can be
+      written again.
+    - Each connection remembers which file (device and inode) its path named when it opened.
+      If the path now names another file, or none, it is dropped at checkout rather than
+      reading and writing a file nobody can see any more (see `SqliteFile`).
+    """
+    path = make_url(database_url).database or ""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        engine = create_engine(database_url, connect_args={"check_same_thread": False, "timeout": busy_timeout})
+    else:
+        database_file = SqliteFile(path, busy_timeout)
+        engine = create_engine(database_url, creator=database_file.connect)
+        sqlite_writer.attach(engine, path, busy_timeout)
+
+        @event.listens_for(engine, "connect")
+        def _remember_file(_dbapi_connection, record):
+            record.info["file"] = database_file.identity()
+            record.info["read_only"] = not database_file.writable()
+
+        @event.listens_for(engine, "checkout")
+        def _still_the_same_file(_dbapi_connection, record, _proxy):
+            if database_file.identity() != record.info.get("file"):
+                log.error("the SQLite file %s was deleted or replaced while the gateway ran; reopening it", path)
+                raise DisconnectionError(f"{path} is no longer the file this connection opened")
+            if record.info.get("read_only") and database_file.writable():
+                log.warning("the SQLite file %s can be written again; reopening a read-only connection", path)
+                raise DisconnectionError(f"{path} was opened read-only")
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "handle_error")
+    def _read_only_is_a_disconnect(context):
+        error = context.original_exception
+        if isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY:
+            log.error("the SQLite database could not be written (%s); reconnecting", error)
+            context.is_disconnect = True
+
+    return engine
+
+
+class SqliteFile:
+    """The gateway's database file: created when first opened, never re-created once it existed.
+
+    A file deleted under a running gateway stays missing (every request fails open and /readyz
+    says why) instead of silently becoming a new, empty database. A folder that was not mounted
+    yet at start-up is fine: the file is made when it can first be opened.
+    """
+
+    def __init__(self, path: str, busy_timeout: float) -> None:
+        self.path = path
+        self._busy_timeout = busy_timeout
+        self._existed = os.path.exists(path)
+
+    def identity(self) -> tuple[int, int] | None:
+        """Which file the path names now (device, inode); None when it names none."""
+        try:
+            status = os.stat(self.path)
+        except OSError:
+            return None
+        return status.st_dev, status.st_ino
+
+    def writable(self) -> bool:
+        """Whether the file can be opened for writing now (SQLite would open it read-only if not)."""
+        try:
+            os.close(os.open(self.path, os.O_RDWR))
+        except OSError:
+            return False
+        return True
+
+    def connect(self) -> sqlite3.Connection:
+        if self._existed and not os.path.exists(self.path):
+            raise sqlite3.OperationalError(
+                f"the database file {self.path} is gone (deleted or moved while the gateway ran); "
+                "restore it, or restart the gateway to start an empty one"
+            )
+        mode = "rw" if self._existed else "rwc"
+        connection = sqlite3.connect(
+            f"file:{quote(os.path.abspath(self.path))}?mode={mode}",
+            uri=True,
+            timeout=self._busy_timeout,
+            check_same_thread=False,
+        )
+        self._existed = True
+        return connection
+
+
+def prove_writable(engine: Engine) -> None:
+    """Raise the database's error unless it answers and takes a write (a no-op one, rolled back).
+
+    A SQLite file that can be opened may still refuse every write; an UPDATE that matches no
+    row is refused just the same, and leaves nothing behind.
+    """
+    with engine.connect() as connection:
+        connection.execute(
+            update(Conversation).where(false()).values(updated_at=Conversation.updated_at)
+        )
+        connection.rollback()
+
 
 
 def as_utc(moment: datetime | None) -> datetime | None:

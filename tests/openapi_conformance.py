@@ -1,10 +1,15 @@
-"""Check every /v1 response the suite sees against /openapi.json: documented status, valid body."""
+"""Check every /v1 response the suite sees against /openapi.json: documented status, valid body.
+
+And every JSON response of any path parses with a strict parser (no NaN or Infinity).
+"""
 from __future__ import annotations
 
 import re
 
 from flask import request
 from openapi_schema_validator import OAS30Validator
+
+from gateway import strict_json
 
 #: (method, path template, status) of every response checked, across the whole run.
 CHECKED: set[tuple[str, str, str]] = set()
@@ -26,6 +31,11 @@ class Conformance:
         self.document = document
 
     def check(self, response):
+        if response.is_json and not response.is_streamed:
+            try:
+                strict_json.loads(response.get_data())
+            except ValueError as error:
+                self.problems.append(f"{request.method} {request.path}: not strict JSON ({error})")
         if not request.path.startswith("/v1/") or request.url_rule is None:
             return response
         path = _template(request.url_rule.rule)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from twilio.request_validator import RequestValidator
 
+from gateway.store import make_engine
+
 CHECKOUT = Path(__file__).resolve().parent.parent
 #: What a clean clone would not hold: local state and build output (for copies of the checkout).
 NOT_SOURCE = shutil.ignore_patterns(
@@ -222,6 +224,9 @@ def call_params(call_sid: str = "CA" + "1" * 32, to: str = "+14155550199", **ext
         "Direction": "inbound",
     }
     params.update(extra)
+    # Twilio sends each twice, under a second name (see gateway/web/signature.py).
+    params.setdefault("Called", params["To"])
+    params.setdefault("Caller", params["From"])
     return params
 
 
@@ -266,3 +271,13 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def make_database_unreachable(app, database_url: str, tmp_path) -> None:
+    """Point a running app at a database that cannot answer: a missing folder, or a closed port."""
+    gateway = app.extensions["gateway"]
+    gateway.engine.dispose()
+    if database_url.startswith("sqlite"):
+        gateway.engine = make_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'gateway.db'}")
+    else:
+        gateway.engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/gateway")

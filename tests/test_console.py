@@ -5,9 +5,9 @@ import pytest
 from sqlmodel import select
 
 from gateway import catalog
-from gateway.models import StoredDestination
+from gateway.models import SignInFailure, StoredDestination
 from gateway.sign_in_throttle import SignInThrottle
-from tests.console_support import PASSWORD_HASH, field_error, post_form, sign_in, text_of
+from tests.console_support import PASSWORD, PASSWORD_HASH, field_error, post_form, sign_in, text_of
 from tests.support import ACME
 
 NEW_HANDOFF = "/console/handoffs/new"
@@ -97,6 +97,20 @@ def test_signing_in_clears_the_address_of_its_wrong_passwords(console_app):
     for _ in range(4):
         assert sign_in(client, password="guess").status_code == 401
     assert sign_in(client).status_code == 302
+
+
+def test_wrong_passwords_count_across_workers_and_instances(make_app, session):
+    """Two gateways on one database (two workers, or two instances behind a load balancer)."""
+    first, second = (make_app(console_password_hash=PASSWORD_HASH) for _ in range(2))
+    guessers = [client_at(first, "203.0.113.9"), client_at(second, "203.0.113.9")]
+    for attempt in range(5):
+        assert sign_in(guessers[attempt % 2], password="guess").status_code == 401
+    for guesser in guessers:
+        assert sign_in(guesser).status_code == 429
+    session.expire_all()
+    assert session.exec(select(SignInFailure.address)).all() == ["203.0.113.9"] * 5
+
+    assert sign_in(client_at(first, "198.51.100.7")).status_code == 302
 
 
 def client_at(app, address: str):
@@ -347,3 +361,52 @@ def test_a_form_with_a_nul_character_is_a_clear_400_and_changes_nothing(operator
     response = post_form(operator, "/console/handoffs/new", {"name": "Sa\x00les", "method": "invite", "route": "+14155550111"})
     assert response.status_code == 400
     assert session.exec(select(StoredDestination)).all() == []
+
+
+SECURITY_HEADERS = ("Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options", "Referrer-Policy")
+
+
+@pytest.mark.parametrize("path", ["/console/login", "/console/handoffs", "/console/no-such-page", "/console/static/console.css"])
+def test_console_responses_carry_the_browser_security_headers(console_app, path):
+    client = console_app.test_client()
+    sign_in(client)
+    response = client.get(path)
+    response.close()  # the stylesheet is streamed from its file
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+    policy = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy
+    assert "'unsafe-inline'" not in policy
+
+
+def test_a_disabled_console_carries_the_security_headers_too(client):
+    response = client.get("/console/login")
+    assert response.status_code == 503
+    assert all(name in response.headers for name in SECURITY_HEADERS)
+
+
+def test_webhooks_and_the_api_are_not_given_console_headers(client):
+    assert "Content-Security-Policy" not in client.get("/healthz").headers
+
+
+def test_session_cookie_is_secure_when_the_request_came_over_https(console_app):
+    client = console_app.test_client()
+    https = "https://gw.example.com"
+    with client.session_transaction("/console/", base_url=https) as browser_session:
+        browser_session["csrf_token"] = "token-of-this-session"
+    form = {"password": PASSWORD, "csrf_token": "token-of-this-session"}
+    response = client.post("/console/login", data=form, base_url=https)
+    assert response.status_code == 302
+    cookie = response.headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie
+
+
+@pytest.mark.parametrize("target", ["/console/handoffs\r\nSet-Cookie: x=1", "/console/\nx", "/console/\rx"])
+def test_a_line_break_in_next_is_a_400_not_a_500(console_app, target):
+    client = console_app.test_client()
+    client.get("/console/login")
+    response = post_form(client, "/console/login", {"password": PASSWORD, "next": target})
+    assert response.status_code == 400
+    assert "control character" in text_of(response)
+    assert "Set-Cookie: x=1" not in str(response.headers)

@@ -265,7 +265,6 @@ def test_the_cores_refusal_is_shown_next_to_its_field(operator, field, changes):
     assert marked, f"the {field} input is not marked invalid"
 
 
-@pytest.mark.xfail(strict=True, reason="the look-alike name rule and real-number routes come with issue 12's core")
 @pytest.mark.parametrize(
     "field,changes",
     [("name", {"name": "front desk"}), ("name", {"name": "Front\u00a0desk"}), ("route", {"method": "invite", "route": "+1415"})],

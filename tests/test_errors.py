@@ -19,6 +19,7 @@ INTERNAL = {
     "gateway.call_records.ReplayBusy",  # the webhook fails open
     "gateway.schema.DatabaseBehind",  # an OperationalError: fails open, or 503 naming the command
     "gateway.deliver.SecretMissing",  # stops `gateway deliver` at start with its one line
+    "gateway.strict_json.NonStandardJson",  # the API turns it into a 400 invalid_json GatewayError
 }
 
 

@@ -256,6 +256,91 @@ def stored_rows(session) -> tuple[int, int]:
     )
 
 
+#: Where a re-cut would take a call or a text: another project's number, and a spoofed caller.
+OTHER_PROJECTS_NUMBER = "+14155550299"
+SPOOFED_CALLER = "+15005550006"
+#: Names that swallow what Twilio appends after the attacker's text; each sorts after `To`.
+ABSORBERS = ("ToZip", "ToZz", "Zz", "WaId")
+
+
+def recut_through(genuine: dict, controlled: str, changes: dict, absorber: str):
+    """A genuine form whose `controlled` value the sender wrote, and the re-cut it was written for.
+
+    The sender puts into the value they control the text of the fields they want (`changes`
+    applied to every field Twilio sends after it in signing order) followed by a field name
+    (`absorber`) that swallows the text Twilio appends. Both forms join into the same signed
+    text. Returns (the form Twilio signs, the re-cut form).
+    """
+    after = sorted((name, value) for name, value in genuine.items() if name > controlled)
+    wanted = sorted({**dict(after), **changes}.items())
+    signed = {**genuine, controlled: genuine[controlled] + "".join(n + v for n, v in wanted) + absorber}
+    if controlled == "From" and "Caller" in genuine:  # Twilio writes the caller's text into both
+        signed["Caller"] = signed["From"]
+    recut = [(name, value) for name, value in sorted(signed.items()) if name < controlled]
+    recut += [(controlled, genuine[controlled]), *wanted, (absorber, "".join(n + v for n, v in after))]
+    assert [name for name, _ in recut] == sorted(name for name, _ in recut)
+    return signed, recut
+
+
+def recut_webhooks(genuine_forms: list[tuple[str, str, dict, list[str]]]) -> list[Webhook]:
+    """Re-cuts through every caller-controlled field of each form that move `To`, `From` or both."""
+    goals = {
+        "To moved to another project": {"To": OTHER_PROJECTS_NUMBER},
+        "From spoofed": {"From": SPOOFED_CALLER},
+        "To and From moved": {"To": OTHER_PROJECTS_NUMBER, "From": SPOOFED_CALLER},
+    }
+    out = []
+    for description, path, form, controlled_fields in genuine_forms:
+        for controlled in controlled_fields:
+            for goal, changes in goals.items():
+                changes = {name: value for name, value in changes.items() if name > controlled}
+                if not changes:
+                    continue
+                for absorber in ABSORBERS:
+                    if absorber <= max(form):
+                        continue
+                    signed, recut = recut_through(form, controlled, changes, absorber)
+                    assert sign(BASE_URL + path, MultiDict(recut)) == sign(BASE_URL + path, signed)
+                    out.append(Webhook(f"{description}: re-cut through {controlled}, {goal}, rest in {absorber}",
+                                       path, recut, BASE_URL + path, signed_form=list(signed.items())))
+    return out
+
+
+def sms_form(sid: str, body: str) -> dict:
+    """An inbound text as Twilio posts it, geography and twin fields included."""
+    return {
+        "ToCountry": "US", "ToState": "CA", "SmsMessageSid": sid, "NumMedia": "0", "ToCity": "SAN FRANCISCO",
+        "FromZip": "94105", "SmsSid": sid, "FromState": "CA", "SmsStatus": "received", "FromCity": "SAN FRANCISCO",
+        "Body": body, "FromCountry": "US", "To": "+14155550399", "ToZip": "94105", "NumSegments": "1",
+        "MessageSid": sid, "AccountSid": ACCOUNT_SID, "From": "+14155551234", "ApiVersion": "2010-04-01",
+    }
+
+
+def recut_corpus() -> list[Webhook]:
+    """Every field a caller or texter writes: a caller name, SIP headers, a SIP From, a text's body."""
+    pstn, sip, awkward = (dict(webhook.form) for webhook in genuine_webhooks())
+    return recut_webhooks([
+        ("pstn", "/voice/call", pstn, ["CallerName"]),
+        ("sip", "/voice/call", sip, ["SipHeader_X-Reason", "SipHeader_X-Shared-Id"]),
+        ("awkward", "/voice/call", awkward, ["CallerName", "From"]),
+        ("sms", "/sms/inbound", sms_form("SM" + "d4" * 16, "Hello there"), ["Body"]),
+    ])
+
+
+def test_re_cuts_through_every_caller_controlled_field_are_refused(client, session):
+    corpus = recut_corpus()
+    assert len(corpus) >= 40
+    let_through = [f"{forgery.description} -> {status}" for forgery in corpus if (status := forgery.send(client).status_code) != 403]
+    assert let_through == []
+    assert stored_rows(session) == (0, 0)
+
+    # The forms they were cut from are genuine: Twilio signed them, and they are accepted.
+    signed = {(forgery.path, tuple(forgery.signed_form)) for forgery in corpus}
+    for path, form in signed:
+        genuine = Webhook("genuine", path, list(form), BASE_URL + path)
+        assert genuine.send(client).status_code == 200, (path, form)
+
+
 def test_every_forged_or_tampered_webhook_is_refused_and_changes_nothing(app, client, session):
     corpus = forgery_corpus(app)
     assert len(corpus) >= MINIMUM_CORPUS

@@ -11,9 +11,8 @@ from sqlmodel import select
 
 from gateway import jsonlog, metrics
 from gateway.models import Conversation
-from gateway.store import make_engine
 from gateway.web.logcontext import configure_logging, json_handler
-from tests.support import ACME, AUTH_TOKEN, CONFIG_KEY, call_params, post_signed
+from tests.support import ACME, AUTH_TOKEN, CONFIG_KEY, call_params, make_database_unreachable, post_signed
 
 UNKNOWN_KEY = "an-api-key-nobody-made-0123456789"
 
@@ -43,12 +42,7 @@ def test_readyz_is_ready_when_the_database_answers(client):
 
 
 def test_readyz_answers_503_with_the_reason_when_the_database_is_unreachable(app, database_url, tmp_path):
-    gateway = app.extensions["gateway"]
-    gateway.engine.dispose()
-    if database_url.startswith("sqlite"):
-        gateway.engine = make_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'gateway.db'}")
-    else:
-        gateway.engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/gateway")
+    make_database_unreachable(app, database_url, tmp_path)
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
     body = response.get_json()

@@ -78,10 +78,26 @@ def test_overflowing_values_drop_the_longest_optional_header(caplog):
     assert "dropped SIP header X-Long" in caplog.text
 
 
-def test_bye_parameters_carry_raw_values():
-    destination = Destination(name="sbc", method="bye", sip_headers={"X-Reason": "$reason"})
-    transfer = plan_transfer(destination, context(reason="a&b"), sip_domain=None)
-    assert transfer.headers == (("X-Reason", "a&b"), ("X-Conversation-Id", CONVERSATION_ID))
+def test_bye_parameters_are_encoded_as_sip_header_values_are():
+    """The same encoding as a <Sip> URI's headers: a typed %0D%0A can't become a line break."""
+    destination = Destination(name="sbc", method="bye", sip_headers={"X-Reason": "$reason", "X-Typed": "$typed"})
+    transfer = plan_transfer(destination, context(reason="a&b c", data={"typed": "x%0D%0AX-Injected: 1"}), sip_domain=None)
+    assert transfer.headers == (
+        ("X-Reason", "a%26b%20c"),
+        ("X-Typed", "x%250D%250AX-Injected%3A%201"),
+        ("X-Conversation-Id", CONVERSATION_ID),
+    )
+    sip = Destination(name="pbx", method="invite", route="sip:a@pbx.example.com", sip_headers=destination.sip_headers)
+    uri = plan_transfer(sip, context(reason="a&b c", data={"typed": "x%0D%0AX-Injected: 1"}), sip_domain=None).sip_uri
+    assert uri.endswith("?" + "&".join(f"{name}={value}" for name, value in transfer.headers))
+
+
+def test_bye_parameters_keep_within_twilios_header_limit(caplog):
+    caplog.set_level(logging.WARNING)
+    destination = Destination(name="sbc", method="bye", sip_headers={"X-Long": "$long", "X-Short": "ok"})
+    transfer = plan_transfer(destination, context(data={"long": "é" * 400}), sip_domain=None)
+    assert transfer.headers == (("X-Short", "ok"), ("X-Conversation-Id", CONVERSATION_ID))
+    assert "dropped SIP header X-Long" in caplog.text
 
 
 def test_a_caller_id_with_a_line_break_still_reaches_the_agent(client, caplog):
@@ -102,7 +118,7 @@ def test_c1_controls_and_line_separators_are_refused_too(caplog):
     transfer = plan_transfer(
         destination, context(data={"a": "x\u0085y", "b": "x\u2028y", "c": "café ☎"}), sip_domain=None
     )
-    assert transfer.headers == (("X-C", "café ☎"), ("X-Conversation-Id", CONVERSATION_ID))
+    assert transfer.headers == (("X-C", "caf%C3%A9%20%E2%98%8E"), ("X-Conversation-Id", CONVERSATION_ID))
 
 
 # --- characters a TwiML document cannot carry, and what a SIP stack would decode ------------------

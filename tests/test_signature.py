@@ -144,3 +144,43 @@ def test_a_custom_sip_header_named_like_a_sid_is_the_callers_own_value(client, s
     params = call_params(**{"SipHeader_X-Session-Sid": "abc123", "SipHeader_X-Shared-Id": "crm-9"})
     assert post_signed(client, "/voice/call", params).status_code == 200
     assert [c.shared_id for c in stored_conversations(session)] == ["crm-9"]
+
+
+@pytest.mark.parametrize("blank", [" ", "   ", "\t", " \n "])
+def test_a_whitespace_only_auth_token_is_refused_like_an_empty_one(make_app, session, caplog, blank):
+    """A token of spaces would let anyone sign webhooks: it is treated as no token at all."""
+    caplog.set_level(logging.ERROR)
+    client = make_app(twilio_auth_token=blank).test_client()
+    response = post_signed(client, "/voice/call", call_params(), token=blank)
+    assert response.status_code == 503
+    assert "TWILIO_AUTH_TOKEN is not set" in caplog.text
+    assert stored_conversations(session) == []
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"callSid2": "x"}, {"Jane RoeDirection": "inbound"}, {"SipHeader_": "x"}, {"To ": "+14155550199"}, {"X-Custom": "1"}, {"": "x"}],
+)
+def test_a_field_name_outside_twilios_grammar_is_refused(client, session, extra):
+    assert post_signed(client, "/voice/call", call_params(**extra)).status_code == 403
+    assert stored_conversations(session) == []
+
+
+@pytest.mark.parametrize("extra", [{"Called": "+14155550299"}, {"Caller": "+15005550006"}, {"Called": ""}])
+def test_a_field_that_disagrees_with_its_twin_is_refused(client, session, extra):
+    assert post_signed(client, "/voice/call", call_params(**extra)).status_code == 403
+    assert stored_conversations(session) == []
+
+
+def test_a_voice_form_without_the_twins_is_refused(client, session):
+    params = call_params()
+    del params["Called"], params["Caller"]
+    assert post_signed(client, "/voice/call", params).status_code == 403
+    assert stored_conversations(session) == []
+
+
+def test_new_twilio_fields_and_sip_headers_of_any_case_are_accepted(client, session):
+    """Twilio adds fields over time: a name in its grammar is never refused for being new."""
+    params = call_params(StirVerstat="TN-Validation-Passed-A", CallToken="%7B%22parentCallInfoToken%22%7D",
+                         MediaUrl0="x", **{"SipHeader_x-lower": "1", "SipHeader_User-to-User": "56a390f3"})
+    assert post_signed(client, "/voice/call", params).status_code == 200

@@ -375,3 +375,10 @@ def test_characters_no_database_can_keep_are_dropped_from_a_text(client, session
     text_in(client, "hel\x00lo\ufffe there")
     session.expire_all()
     assert [m.text for m in session.exec(select(ChatMessage)) if m.role == "customer"] == ["hello there"]
+
+
+@pytest.mark.parametrize("twin", ["SmsSid", "SmsMessageSid"])
+def test_an_sms_whose_sid_disagrees_with_its_twin_is_refused(client, session, twin):
+    params = inbound_params("hello")
+    params[twin] = "SM" + "e" * 32
+    assert post_signed(client, "/sms/inbound", params).status_code == 403

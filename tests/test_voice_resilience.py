@@ -25,7 +25,7 @@ def test_a_stored_destination_the_config_can_no_longer_dial_falls_back_to_the_de
     )
     client = make_app().test_client()
     post_signed(client, "/voice/call", call_params(call_sid=CALL_SID, to="+14155550197"))
-    session.add(StoredDestination(project_key=ACME, name="Old PBX", body={"name": "Old PBX", "method": "refer", "route": "2002"}))
+    session.add(StoredDestination(project_key=ACME, name="Old PBX", name_key="old pbx", body={"name": "Old PBX", "method": "refer", "route": "2002"}))
     session.commit()
     point_call_at(session, "Old PBX")
 
@@ -36,7 +36,7 @@ def test_a_stored_destination_the_config_can_no_longer_dial_falls_back_to_the_de
 
 def test_a_stored_row_that_no_longer_parses_still_gets_the_numbers_twiml(client, session):
     post_signed(client, "/voice/call", call_params(call_sid=CALL_SID, to="+14155550199"))
-    session.add(StoredDestination(project_key=ACME, name="Hand edited", body={"name": "Hand edited", "method": "teleport"}))
+    session.add(StoredDestination(project_key=ACME, name="Hand edited", name_key="hand edited", body={"name": "Hand edited", "method": "teleport"}))
     session.commit()
     point_call_at(session, "Hand edited")
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, jsonify, request
 from pydantic import ValidationError
 
-from gateway import openapi, presenters, store
+from gateway import openapi, presenters, store, strict_json
 from gateway.apikeys import KeyCheck, check_key
 from gateway.safe_text import is_storable
 from gateway.web import current_gateway, db
 from gateway.errors import GatewayError
+
 
 bp = Blueprint("api", __name__, url_prefix="/v1/<account_id>/<project_id>")
 
@@ -68,9 +69,13 @@ def json_body(*, optional: bool = False) -> dict:
     if optional and not request.get_data():
         return {}
     try:
-        body = request.get_json(silent=True)
+        body = strict_json.loads(request.get_data()) if request.is_json else None
     except RecursionError:
         raise GatewayError(400, "invalid_json", f"The JSON nests deeper than {MAX_JSON_DEPTH} levels; flatten it.") from None
+    except strict_json.NonStandardJson as error:
+        raise GatewayError(400, "invalid_json", f"The JSON holds {error}.") from None
+    except ValueError:  # not JSON at all, or not UTF-8
+        body = None
     if not isinstance(body, dict):
         raise GatewayError(400, "invalid_json", "Send a JSON object with Content-Type: application/json.")
     problem = _json_problem(body)

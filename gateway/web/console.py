@@ -11,10 +11,10 @@ import hashlib
 import hmac
 import math
 import secrets
-import uuid
 from xml.etree import ElementTree
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from flask import (
@@ -36,14 +36,15 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.security import check_password_hash
 from werkzeug.test import Client
 
-from gateway import callflow, catalog, deliveries, overview, search, store, timeline, transcript
+from gateway import callflow, catalog, deliveries, jsonlog, overview, search, store, timeline, transcript
+from gateway.call_records import DATABASE_ERRORS
 from gateway.config import NumberRoute, ProjectConfig
-from gateway.destinations import METHOD_HELP
+from gateway.destinations import METHOD_HELP, has_control_character
 from gateway.errors import GatewayError
 from gateway.handoff import LIFECYCLE_STATES
 from gateway.safe_text import is_storable
-from gateway.web import current_gateway, db
-from gateway.web.signature import public_base_url
+from gateway.web import console_headers, current_gateway, db
+from gateway.web.signature import public_base_url, simulated_call_form
 
 CONSOLE_PATH = "/console"
 
@@ -81,6 +82,10 @@ class ConsoleSessions(SecureCookieSessionInterface):
             return None
         return super().open_session(app, request)
 
+    def get_cookie_secure(self, app) -> bool:
+        """Secure when the public URL is https, or when this request came over https."""
+        return super().get_cookie_secure(app) or request.is_secure
+
 
 def register(app) -> None:
     """The blueprint plus its session, with a cookie the browser sends to /console only."""
@@ -95,6 +100,7 @@ def register(app) -> None:
     )
     app.config.setdefault("CONSOLE_LIVE_SECONDS", LIVE_SECONDS)
     app.register_blueprint(bp)
+    console_headers.init_app(app, CONSOLE_PATH, Path(app.root_path, app.template_folder, "console"))
 
 
 # --- sign-in, CSRF and the current project -------------------------------------------------
@@ -147,6 +153,10 @@ def _guard():
     if not _storable_request():  # PostgreSQL would fail the query on a NUL
         return render_template(
             "console/error.html", title="Bad request", message="The address or the form holds a NUL character (%00); remove it."
+        ), 400
+    if has_control_character(request.values.get("next", "")):  # it would become a Location header
+        return render_template(
+            "console/error.html", title="Bad request", message="The next address holds a line break or another control character; remove it."
         ), 400
     if request.method == "POST":
         sent = request.form.get("csrf_token", "")
@@ -216,8 +226,9 @@ def sign_in():
     if request.method == "GET":
         return _sign_in_page()
     throttle = current_gateway().sign_in_throttle
-    address = request.remote_addr or "unknown"
-    wait = throttle.retry_after(address)
+    # Behind a trusted proxy this is X-Forwarded-For's text: keep it printable and the column's size.
+    address = jsonlog.printable(request.remote_addr or "unknown")[:100]
+    wait = throttle.retry_after(db(), address)
     if wait:
         current_app.logger.warning("console sign-in from %s refused unchecked: too many wrong passwords", address)
         minutes = math.ceil(wait / 60)
@@ -225,13 +236,13 @@ def sign_in():
         return _sign_in_page(message, 429, {"Retry-After": str(wait)})
     password_hash = _password_hash()
     if check_password_hash(password_hash, request.form.get("password", "")):
-        throttle.succeeded(address)
+        throttle.succeeded(db(), address)
         session.clear()
         session.permanent = True
         session["operator"] = _hash_fingerprint(password_hash)
         csrf_token()
         return redirect(_safe_next(request.form.get("next")))
-    throttle.failed(address)
+    throttle.failed(db(), address)
     current_app.logger.warning("console sign-in refused from %s", address)
     return _sign_in_page("That password is not right.", 401)
 
@@ -433,16 +444,9 @@ def simulate_call(to_number: str, from_number: str) -> tuple[int, str]:
     """
     token = current_gateway().settings.auth_token
     base = public_base_url()
-    call_sid = "CA" + uuid.uuid4().hex
-    params = {
-        "CallSid": call_sid,
-        "AccountSid": current_gateway().settings.twilio_account_sid or "AC" + "0" * 32,
-        "From": from_number,
-        "To": to_number,
-        "CallStatus": "ringing",
-        "ApiVersion": "2010-04-01",
-        "Direction": "inbound",
-    }
+    account_sid = current_gateway().settings.twilio_account_sid
+    params = simulated_call_form(account_sid=account_sid, from_number=from_number, to_number=to_number)
+    call_sid = params["CallSid"]
     signature = RequestValidator(token).compute_signature(base + "/voice/call", params)
     client = Client(current_app._get_current_object())
     try:
@@ -616,6 +620,19 @@ def redeliver(delivery_id: int):
         abort(404)
     flash(f"Delivery {delivery_id} will be sent again as soon as gateway deliver is free.")
     return redirect(url_for("console.event_deliveries"))
+
+
+def _database_unavailable(error: Exception):
+    current_app.logger.error("database unavailable on %s (%s: %s)", request.path, type(error).__name__, error)
+    return render_template(
+        "console/error.html",
+        title="Database unavailable",
+        message="The gateway's database is not answering, so this page cannot be shown. Try again in a moment.",
+    ), 503
+
+
+for _database_error in DATABASE_ERRORS:
+    bp.register_error_handler(_database_error, _database_unavailable)
 
 
 @bp.errorhandler(404)

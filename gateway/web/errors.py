@@ -3,11 +3,16 @@
 (SPEC §5). The voice webhooks answer their own failures with TwiML (gateway/web/voice.py)."""
 from __future__ import annotations
 
+import logging
+
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from gateway.call_records import DATABASE_ERRORS
 from gateway.errors import GatewayError
 from gateway.schema import DatabaseBehind
+
+log = logging.getLogger(__name__)
 
 API_PREFIX = "/v1/"
 
@@ -45,7 +50,18 @@ def handle_database_behind(error: DatabaseBehind):
     return str(error), 503, {"Content-Type": "text/plain; charset=utf-8"}
 
 
+def handle_database_unavailable(error: Exception):
+    """503 in the SPEC's shape, not a bare 500: the integrator can retry. (The webhooks fail open
+    and the console shows its own page; both register their own handlers.)"""
+    log.error("database unavailable on %s (%s: %s)", request.path, type(error).__name__, error)
+    if request.path.startswith(API_PREFIX):
+        return error_response(503, "database_unavailable", "The database is not answering; try again in a moment.")
+    return "The database is not answering; try again in a moment.\n", 503, {"Content-Type": "text/plain; charset=utf-8"}
+
+
 def init_app(app: Flask) -> None:
     app.register_error_handler(GatewayError, handle_gateway_error)
     app.register_error_handler(HTTPException, handle_http_error)
+    for database_error in DATABASE_ERRORS:
+        app.register_error_handler(database_error, handle_database_unavailable)
     app.register_error_handler(DatabaseBehind, handle_database_behind)

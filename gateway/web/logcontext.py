@@ -71,13 +71,15 @@ GUNICORN_LOGGERS = ("gunicorn.error", "gunicorn.access")
 
 
 def configure_logging(auth_token: str | None) -> None:
-    """Send every log line to stderr as JSON, unless logging is already set up.
+    """Send every log line to stderr as JSON, unless logging is already set up; in any case,
+    escape what could forge or hide log text in the values logged.
 
     The app factory calls this before anything else, so its start-up lines are JSON too.
     gunicorn's own handlers write JSON from then on: with `--preload` (the Procfile) that is
     from gunicorn's first line. pytest (and gunicorn --log-config) put handlers on the root
     logger first; we leave those be, as logging.basicConfig does.
     """
+    jsonlog.install_printable_arguments()
     root = logging.getLogger()
     if root.handlers:
         return

@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway import deliveries, jsonlog, metrics
+from gateway import deliveries, jsonlog, metrics, store
 from gateway.models import utcnow
 from gateway.schema import DatabaseBehind
 from gateway.web import current_gateway, db
@@ -34,12 +34,13 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Ready when the database answers a query and its schema is at head; 503 with the reason if not."""
+    """Ready when the database answers, takes a write, and its schema is at head; 503 with the reason if not."""
     gateway = current_gateway()
     try:
         with gateway.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         gateway.ensure_schema()
+        store.prove_writable(gateway.engine)
     except DatabaseBehind as error:
         reason = str(error)
     except SQLAlchemyError as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import uuid
 from functools import wraps
 
 from flask import Response, request
@@ -95,20 +96,69 @@ CUSTOM_SIP_HEADER = "SipHeader_"
 #: Every Twilio SID: two capital letters and 32 hex digits.
 _SID = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}$")
 
+#: Twilio's field names: PascalCase words and digits (`MediaUrl0`), or a SIP header passed on
+#: (`SipHeader_X-Shared-Id`, `DialSipHeader_X-…` on a <Dial> action).
+_FIELD_NAME = re.compile(r"^(?:[A-Z][A-Za-z0-9]*|(?:Dial|Refer)?SipHeader_[A-Za-z][A-Za-z0-9\-_.]*)$")
+
+#: Fields Twilio sends under two names with one value. Voice webhooks always carry both of each
+#: pair; no caller-controlled field sorts before `Called` or `Caller`, so a re-cut that moves
+#: `To` or `From` leaves its twin behind.
+_VOICE_TWINS = (("To", "Called"), ("From", "Caller"))
+#: SMS webhooks' twins, compared when both are sent with a value.
+_SMS_TWINS = (("MessageSid", "SmsMessageSid"), ("MessageSid", "SmsSid"), ("MessageStatus", "SmsStatus"))
+
+#: Fields whose values the caller or texter writes: they may hold any text at all.
+_CALLERS_OWN = ("Body", "CallerName", "From", "Caller", "ForwardedFrom")
+
+#: A Twilio field with its SID value, as it appears inside the text of a re-cut form.
+_SID_FIELD_INSIDE = re.compile(r"Sid[A-Z]{2}[0-9a-fA-F]{32}")
+
+
+def _callers_own(name: str) -> bool:
+    return name in _CALLERS_OWN or CUSTOM_SIP_HEADER in name
+
 
 def _shifted_field(form, account_sid: str | None) -> str | None:
     """Why a form with a valid signature is still not Twilio's, or None.
 
-    A re-cut form (see `twilio_fields`) also shows as a SID with something glued to it, or an
-    AccountSid that is not ours. Custom SIP headers (`SipHeader_X-…`) are the caller's own
-    values, whatever their names end with.
+    A re-cut (see `twilio_fields`) moves the boundaries between names and values, anywhere in
+    the text, including inside a value the caller wrote (a `Body`, a `CallerName`, a SIP
+    header). It shows as a name Twilio never uses, a SID with something glued to it, an
+    AccountSid that is not ours, a field that no longer equals its twin, or Twilio's own fields
+    swallowed into the value of another.
     """
     for name, value in form.items(multi=True):
-        if name.endswith("Sid") and not name.startswith(CUSTOM_SIP_HEADER) and value and not _SID.match(value):
+        if not _FIELD_NAME.match(name):
+            return f"{name!r} is not a field name Twilio uses"
+        if name.endswith("Sid") and not _callers_own(name) and value and not _SID.match(value):
             return f"{name} is not a Twilio SID"
+        if not _callers_own(name) and _SID_FIELD_INSIDE.search(value):
+            return f"{name} holds another Twilio field"
     if account_sid and form.get("AccountSid") != account_sid:
         return "AccountSid is not this gateway's TWILIO_ACCOUNT_SID"
+    if "CallSid" in form:
+        for name, twin in _VOICE_TWINS:
+            if (name in form or twin in form) and form.getlist(name) != form.getlist(twin):
+                return f"{name} and {twin} differ; Twilio sends them equal"
+    for name, twin in _SMS_TWINS:
+        if form.get(name) and form.get(twin) and form.getlist(name) != form.getlist(twin):
+            return f"{name} and {twin} differ; Twilio sends them equal"
     return None
+
+
+def simulated_call_form(*, account_sid: str | None, from_number: str, to_number: str) -> dict[str, str]:
+    """A new inbound call's /voice/call form as Twilio sends it, for the route test and the CLI."""
+    return {
+        "CallSid": "CA" + uuid.uuid4().hex,
+        "AccountSid": account_sid or "AC" + "0" * 32,
+        "From": from_number,
+        "Caller": from_number,
+        "To": to_number,
+        "Called": to_number,
+        "CallStatus": "ringing",
+        "ApiVersion": "2010-04-01",
+        "Direction": "inbound",
+    }
 
 
 def _refuse(reason: str) -> Response:
