@@ -1,15 +1,21 @@
-"""Signed /voice/call throughput of the gateway against a bare Flask app, both under gunicorn.
+"""Signed /voice/call throughput of the gateway beside a bare Flask app and the issue's sketch.
 
 Run by hand (never by the test suite), from the project folder:
 
     .venv/bin/python benchmarks/webhook_throughput.py
+    .venv/bin/python benchmarks/webhook_throughput.py --database-url postgresql://postgres@127.0.0.1:5432/test
 
-Every app gets the same gunicorn (same workers, loopback only) and the same load from `wrk`
-(Debian package `wrk`): CONNECTIONS concurrent connections for DURATION seconds, each request a
-Twilio-signed inbound-call form with its own CallSid, precomputed before the clock starts.
-The gateway runs on SQLite in a temporary folder with the example config. The sketch
-(benchmarks/sketch_app.py: signature check, one SQLite insert, fixed TwiML) is measured too,
-as the yardstick of what this machine allows any design that checks and stores each call.
+Each app is started exactly as the Procfile's `web:` line starts the gateway (its gunicorn
+flags, PROMETHEUS_MULTIPROC_DIR, and for the gateway the spool), with only the WSGI app and
+the port swapped, each in a temporary folder of its own. The machine is shared, so absolute
+figures mean little: the apps are measured in interleaved rounds (bare, sketch, gateway,
+bare, …), each with a warm-up, under the same `wrk -t1 -c32` (one load thread: the server
+needs the other core), every request a Twilio-signed inbound-call form with a CallSid never
+sent before. Server CPU per request is read from the gunicorn workers' /proc times. The
+median round's ratios to the bare app are held against the targets of docs/performance.md.
+
+With --database-url the gateway stores on PostgreSQL, in a database made for the run and
+dropped after it (the URL names the server and an existing database to connect to first).
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ import os
 import re
 import shutil
 import socket
-import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,26 +40,18 @@ ROOT = Path(__file__).resolve().parent.parent
 AUTH_TOKEN = "benchmark-auth-token-" + uuid.uuid4().hex
 ACCOUNT_SID = "AC" + "0" * 32
 CALLED = "+14155550199"  # "Front desk" in gateway.example.toml
+APPS = {"bare": "benchmarks.bare_app:app", "sketch": "benchmarks.sketch_app:app", "gateway": "app:app"}
+TARGETS = {"throughput": 0.45, "p99": 2.5, "cpu_ms": 1.2}
 
 WRK_SCRIPT = r"""
-local threads = {}
-function setup(thread)
-  thread:set("id", #threads)
-  table.insert(threads, thread)
-end
 function init(args)
-  local path, nthreads = args[1], tonumber(args[2])
   requests, counter = {}, 1
-  local i = 0
-  for line in io.lines(path) do
-    if i % nthreads == id then
-      local signature, body = line:match("([^\t]*)\t(.*)")
-      requests[#requests + 1] = wrk.format("POST", "/voice/call", {
-        ["X-Twilio-Signature"] = signature,
-        ["Content-Type"] = "application/x-www-form-urlencoded",
-      }, body)
-    end
-    i = i + 1
+  for line in io.lines(args[1]) do
+    local signature, body = line:match("([^\t]*)\t(.*)")
+    requests[#requests + 1] = wrk.format("POST", "/voice/call", {
+      ["X-Twilio-Signature"] = signature,
+      ["Content-Type"] = "application/x-www-form-urlencoded",
+    }, body)
   end
 end
 function request()
@@ -71,10 +69,7 @@ def free_port() -> int:
 
 
 def write_requests(path: Path, url: str, count: int, prefix: str) -> None:
-    """`count` signed forms, one per line, each with a CallSid never used before.
-
-    A CallSid is CA and 32 hex digits (the gateway refuses anything else): an 8-digit prefix, 24 more.
-    """
+    """`count` signed forms, one per line; a CallSid is CA and 32 hex digits, `prefix` the first 8."""
     validator = RequestValidator(AUTH_TOKEN)
     with path.open("w") as out:
         for i in range(count):
@@ -82,9 +77,7 @@ def write_requests(path: Path, url: str, count: int, prefix: str) -> None:
                 "CallSid": f"CA{prefix}{i:024x}",
                 "AccountSid": ACCOUNT_SID,
                 "From": "+14155551234",
-                "Caller": "+14155551234",
                 "To": CALLED,
-                "Called": CALLED,
                 "CallStatus": "ringing",
                 "ApiVersion": "2010-04-01",
                 "Direction": "inbound",
@@ -92,13 +85,20 @@ def write_requests(path: Path, url: str, count: int, prefix: str) -> None:
             out.write(f"{validator.compute_signature(url, params)}\t{urlencode(params)}\n")
 
 
-def start(app: str, port: int, workers: int, env: dict, log: Path) -> subprocess.Popen:
-    command = [
-        sys.executable, "-m", "gunicorn", app, "--preload", "--workers", str(workers),
-        "--worker-class", "gthread", "--threads", "32",  # as the Procfile serves it (docs/serving.md)
-        "--bind", f"127.0.0.1:{port}", "--timeout", "20", "--log-level", "warning",
-    ]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+def procfile_command(app: str, port: int) -> str:
+    """The Procfile's web line with another app and a loopback port: the same server for every app."""
+    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    command = line.removeprefix("web:").strip()
+    if "app:app" not in command:
+        sys.exit("the Procfile's web line does not serve app:app; update benchmarks/webhook_throughput.py")
+    return command.replace("app:app", app).replace("0.0.0.0", "127.0.0.1").replace("--timeout", "--log-level warning --timeout")
+
+
+def start(name: str, port: int, env: dict, log: Path) -> subprocess.Popen:
+    command = procfile_command(APPS[name], port)
+    process = subprocess.Popen(
+        ["bash", "-c", command], cwd=ROOT, env={**env, "PORT": str(port)}, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -106,19 +106,36 @@ def start(app: str, port: int, workers: int, env: dict, log: Path) -> subprocess
             return process
         except OSError:
             if process.poll() is not None:
-                sys.exit(f"{app} did not start; see {log}")
+                sys.exit(f"{name} did not start; see {log}:\n{log.read_text()[-2000:]}")
             time.sleep(0.2)
     process.terminate()
-    sys.exit(f"{app} did not answer /healthz within 30 s; see {log}")
+    sys.exit(f"{name} did not answer /healthz within 30 s; see {log}")
+
+
+def worker_cpu_seconds(master: int) -> float:
+    """User + system CPU of the master's children (the gunicorn workers), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == master:  # ppid
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def run_wrk(port: int, requests_file: Path, script: Path, args, seconds: int) -> dict:
+def run_wrk(port: int, requests_file: Path, script: Path, connections: int, seconds: int) -> dict:
     output = subprocess.run(
-        ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--latency", "--timeout", "15s",
-         "-s", str(script), f"http://127.0.0.1:{port}/voice/call", "--", str(requests_file), str(args.threads)],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "15s",
+         "-s", str(script), f"http://127.0.0.1:{port}/voice/call", "--", str(requests_file)],
         capture_output=True, text=True, check=True, timeout=seconds + 60,
     ).stdout
 
@@ -138,16 +155,19 @@ def run_wrk(port: int, requests_file: Path, script: Path, args, seconds: int) ->
     }
 
 
-def measure(name: str, app: str, env: dict, args, folder: Path, script: Path) -> dict:
+def measure(name: str, round_number: int, env: dict, args, folder: Path, script: Path) -> dict:
+    """One round of one app: start it, warm it up, load it, stop it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/voice/call"
-    warmup, measured = folder / f"{name}-warmup.txt", folder / f"{name}-requests.txt"
-    write_requests(warmup, url, 20_000, "ffffffff")
-    write_requests(measured, url, args.requests, "00000000")
-    process = start(app, port, args.workers, env, folder / f"{name}.log")
+    warmup, measured = folder / "warmup.txt", folder / f"requests-{round_number}.txt"
+    write_requests(warmup, url, 5_000, f"f{round_number:07x}")
+    write_requests(measured, url, args.requests, f"{round_number:08x}")
+    process = start(name, port, env, folder / f"{name}-{round_number}.log")
     try:
-        run_wrk(port, warmup, script, args, 2)
-        result = run_wrk(port, measured, script, args, args.duration)
+        run_wrk(port, warmup, script, args.connections, args.warmup)
+        cpu_before = worker_cpu_seconds(process.pid)
+        result = run_wrk(port, measured, script, args.connections, args.duration)
+        result["cpu_ms"] = (worker_cpu_seconds(process.pid) - cpu_before) * 1000 / max(result["requests"], 1)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -157,49 +177,116 @@ def measure(name: str, app: str, env: dict, args, folder: Path, script: Path) ->
     return result
 
 
+def postgres_database(url: str):
+    """A database of the run's own on the server `url` names: (its URL, a function that drops it)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    server = make_url(url).set(drivername="postgresql+psycopg")
+    name = f"gateway_bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return server.set(database=name).render_as_string(hide_password=False), drop
+
+
+def app_environment(name: str, folder: Path, base: dict, database_url: str | None) -> dict:
+    """What the Procfile gives each app: its own metrics folder; for the gateway, its config, database and spool."""
+    (folder / name).mkdir()
+    env = {**base, "PROMETHEUS_MULTIPROC_DIR": str(folder / name / "metrics"), "TWILIO_AUTH_TOKEN": AUTH_TOKEN}
+    if name == "sketch":
+        env["SKETCH_DATABASE"] = str(folder / name / "sketch.db")
+    if name == "gateway":
+        env.update(
+            GATEWAY_CONFIG=str(ROOT / "gateway.example.toml"),
+            GATEWAY_DATABASE_URL=database_url or f"sqlite:///{folder / name / 'gateway.db'}",
+            GATEWAY_SPOOL_DIR=str(folder / name / "spool"),
+            TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        )
+    return env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="gunicorn workers (both apps)")
-    parser.add_argument("--connections", type=int, default=32, help="concurrent requests")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--duration", type=int, default=15, help="seconds of measured load per app")
-    parser.add_argument("--requests", type=int, default=200_000, help="unique signed requests prepared per app")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every app (at least 3)")
+    parser.add_argument("--connections", type=int, default=32, help="concurrent requests (wrk -c)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds of measured load per app and round")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up load before each measurement")
+    parser.add_argument("--requests", type=int, default=60_000, help="unique signed requests prepared per round")
+    parser.add_argument("--database-url", help="store the gateway's calls on this PostgreSQL server instead of SQLite")
     args = parser.parse_args()
+    if args.rounds < 3:
+        sys.exit("--rounds must be at least 3: one round tells nothing on a shared machine")
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
 
-    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
-        folder = Path(tmp)
-        script = folder / "signed.lua"
-        script.write_text(WRK_SCRIPT)
-        database = folder / "gateway.db"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "TWILIO_"))}
-        gateway_env = {
-            **env,
-            "GATEWAY_CONFIG": str(ROOT / "gateway.example.toml"),
-            "GATEWAY_DATABASE_URL": f"sqlite:///{database}",
-            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        }
-        sketch_env = {**env, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "SKETCH_DATABASE": str(folder / "sketch.db")}
-        bare = measure("bare", "benchmarks.bare_app:app", env, args, folder, script)
-        sketch = measure("sketch", "benchmarks.sketch_app:app", sketch_env, args, folder, script)
-        gateway = measure("gateway", "app:app", gateway_env, args, folder, script)
-        with sqlite3.connect(database) as connection:
-            stored = connection.execute("SELECT count(*) FROM conversations").fetchone()[0]
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "TWILIO_", "PROMETHEUS_", "WEB_"))}
+    # The Procfile runs `gunicorn` from PATH: this interpreter's, as an activated venv would.
+    base["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"
+    database_url, drop = (postgres_database(args.database_url) if args.database_url else (None, lambda: None))
+    rounds: list[dict[str, dict]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
+            folder = Path(tmp)
+            script = folder / "signed.lua"
+            script.write_text(WRK_SCRIPT)
+            environments = {name: app_environment(name, folder, base, database_url) for name in APPS}
+            for number in range(args.rounds):
+                rounds.append({name: measure(name, number, environments[name], args, folder, script) for name in APPS})
+                print(f"round {number + 1}: " + ", ".join(f"{name} {r['rps']:.0f} req/s" for name, r in rounds[-1].items()),
+                      file=sys.stderr)
+            stored = count_stored(environments["gateway"]["GATEWAY_DATABASE_URL"])
+    finally:
+        drop()
+    report(rounds, args, stored)
 
-    print(f"gunicorn --workers {args.workers} --worker-class gthread --threads 32, "
-          f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {os.cpu_count()} CPUs")
-    print(f"{'':10} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8}")
-    for name, result in (("bare", bare), ("sketch", sketch), ("gateway", gateway)):
-        print(f"{name:10} {result['rps']:>10.1f} {result['p50']:>9.2f} {result['p99']:>9.2f} {result['non_2xx']:>8}"
-              f"   socket errors: {result['socket_errors']}")
-    for name, result in (("sketch", sketch), ("gateway", gateway)):
-        print(f"{name + '/bare':14} {result['rps'] / bare['rps']:>6.2f} {result['p50'] / bare['p50']:>9.2f} "
-              f"{result['p99'] / bare['p99']:>9.2f}")
-    print(f"conversations stored by the gateway: {stored} (warm-up included)")
-    print(f"targets: throughput ratio >= 0.70: {'met' if gateway['rps'] / bare['rps'] >= 0.7 else 'MISSED'}; "
-          f"p99 ratio <= 1.5: {'met' if gateway['p99'] / bare['p99'] <= 1.5 else 'MISSED'}")
+
+def count_stored(database_url: str) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT count(*) FROM conversations")).scalar_one()
+    engine.dispose()
+    return stored
+
+
+def report(rounds: list[dict[str, dict]], args, stored: int) -> None:
+    print(f"Procfile's gunicorn, wrk -t1 -c{args.connections} -d{args.duration}s after a {args.warmup}s warm-up, "
+          f"{len(rounds)} interleaved rounds, {os.cpu_count()} CPUs, gateway on "
+          f"{'PostgreSQL' if args.database_url else 'SQLite'}")
+    print(f"{'round':>5} {'app':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11} {'non-2xx':>8}")
+    for number, results in enumerate(rounds, 1):
+        for name, r in results.items():
+            print(f"{number:>5} {name:8} {r['rps']:>9.1f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['cpu_ms']:>11.3f} "
+                  f"{r['non_2xx']:>8}   socket errors: {r['socket_errors']}")
+    ratios = [
+        {name: {"rps": r["rps"] / results["bare"]["rps"], "p99": r["p99"] / results["bare"]["p99"]}
+         for name, r in results.items() if name != "bare"}
+        for results in rounds
+    ]
+    median_round = sorted(range(len(rounds)), key=lambda i: ratios[i]["gateway"]["rps"])[len(rounds) // 2]
+    print(f"\nper round, to bare: " + "; ".join(
+        f"round {i + 1}: gateway {r['gateway']['rps']:.2f}x (p99 {r['gateway']['p99']:.2f}x), "
+        f"sketch {r['sketch']['rps']:.2f}x" for i, r in enumerate(ratios)))
+    median, chosen = ratios[median_round], rounds[median_round]
+    print(f"median round ({median_round + 1}):")
+    for name in ("sketch", "gateway"):
+        print(f"  {name:8} throughput {median[name]['rps']:.2f}x bare, p99 {median[name]['p99']:.2f}x bare, "
+              f"CPU {chosen[name]['cpu_ms']:.3f} ms/req (bare {chosen['bare']['cpu_ms']:.3f})")
+    cpu = statistics.median(results["gateway"]["cpu_ms"] for results in rounds)
+    verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
+    print(f"targets: throughput >= {TARGETS['throughput']}x bare and >= sketch: "
+          f"{verdict(median['gateway']['rps'] >= TARGETS['throughput'] and median['gateway']['rps'] >= median['sketch']['rps'])}; "
+          f"p99 <= {TARGETS['p99']}x bare: {verdict(median['gateway']['p99'] <= TARGETS['p99'])}; "
+          f"CPU <= {TARGETS['cpu_ms']} ms/call (median of rounds {cpu:.3f}): {verdict(cpu <= TARGETS['cpu_ms'])}")
+    print(f"conversations stored by the gateway: {stored} (warm-ups included)")
 
 
 if __name__ == "__main__":
