@@ -65,7 +65,7 @@ class DatabaseCalls:
 
     def destinations(self, project: ProjectConfig) -> DestinationLookup:
         # Config destinations first: a new call to one of them needs no session at all.
-        return lambda name: project.destination(name) or _stored_destination(self.sink.session, project, name)
+        return destination_catalog(lambda: self.sink.session, project)
 
     def known_call(self, call_sid: str) -> CallState | None:
         conversation = store.conversation_by_call_sid(self.sink.session, call_sid)
@@ -155,14 +155,20 @@ def _replay_spool(gateway: Gateway, wait_seconds: float) -> None:
             raise ReplayBusy("another process is still replaying the spool")
 
 
-def destination_catalog(session: Session, project: ProjectConfig) -> Callable[[str], Destination | None]:
-    """Destinations by name: the config file's, then those made through the API or console."""
-    return lambda name: project.destination(name) or _stored_destination(session, project, name)
+def destination_catalog(session: Callable[[], Session], project: ProjectConfig) -> Callable[[str], Destination | None]:
+    """Destinations by name: the config file's, then those made through the API or console.
 
+    `session` is asked for only when the file has no destination of that name, so a new call
+    to a configured destination opens no session at all.
+    """
 
-def _stored_destination(session: Session, project: ProjectConfig, name: str) -> Destination | None:
-    entry = catalog.find(session, project, name)
-    return entry.destination if entry else None
+    def find(name: str) -> Destination | None:
+        if (configured := project.destination(name)) is not None:
+            return configured
+        entry = catalog.find(session(), project, name)
+        return entry.destination if entry else None
+
+    return find
 
 
 def answer_call(storage: CallStorage, route: NumberRoute, call: InboundCall, flow: CallFlow) -> str:
@@ -223,7 +229,7 @@ def report_status(storage: CallStorage, call_sid: str, status: callflow.CallStat
 
 def transfer_twiml(session: Session, conversation: Conversation, project: ProjectConfig, flow: CallFlow) -> str:
     """The TwiML that carries a stored conversation to its current destination (an API handoff)."""
-    return callflow.transfer_twiml(CallState.of(conversation), project, flow, destination_catalog(session, project))
+    return callflow.transfer_twiml(CallState.of(conversation), project, flow, destination_catalog(lambda: session, project))
 
 
 def whisper_text(conversation: Conversation | None) -> str:
