@@ -23,8 +23,9 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from gateway import create_app, store
-from gateway.models import Conversation, HandoffEvent
+from gateway import create_app
+from gateway.storage import store
+from gateway.storage.models import Conversation, HandoffEvent
 from gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,27 +8,22 @@ from flask import Flask
 from twilio.request_validator import RequestValidator
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from gateway.config import load_config
+from gateway.config.file import load_config
 from gateway.runtime import Gateway
 from gateway.settings import Settings
-from gateway.spool import Spool
-from gateway.call_records import DATABASE_ERRORS
-from gateway.store import make_engine
-from gateway.twiml import TwimlRenderer
-from gateway.twilio_rest import make_client
-from gateway.web import (
-    api,
-    api_conversations,
-    api_destinations,
-    api_events,
-    api_messaging,
-    close_db,
-    console,
-    errors,
-    ops,
-    sms,
-    voice,
-)
+from gateway.voice.spool import Spool
+from gateway.voice.call_records import DATABASE_ERRORS
+from gateway.storage.store import make_engine
+from gateway.voice.twiml import TwimlRenderer
+from gateway.infra.twilio_rest import make_client
+# Aliased: `gateway.voice`, `gateway.events` and `gateway.errors` are core modules, not these.
+from gateway.web import api, close_db, console, ops, sms
+from gateway.web import errors as web_errors
+from gateway.web import voice as voice_webhooks
+from gateway.web.api import conversations as api_conversations
+from gateway.web.api import destinations as api_destinations
+from gateway.web.api import events as api_events
+from gateway.web.api import messaging as api_messaging
 from gateway.web.inbound_call import InboundCallEndpoint
 from gateway.web.json_provider import StrictJSONProvider
 from gateway.web.logcontext import configure_logging
@@ -75,8 +70,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     if not settings.auth_token:
         log.error("TWILIO_AUTH_TOKEN is not set: Twilio webhooks will answer 503 until it is")
     app.teardown_appcontext(close_db)
-    errors.init_app(app)
-    app.register_blueprint(voice.bp)
+    web_errors.init_app(app)
+    app.register_blueprint(voice_webhooks.bp)
     app.register_blueprint(sms.bp)
     api.register(app, modules=[api, api_conversations, api_destinations, api_messaging, api_events])
     console.register(app)

@@ -18,12 +18,15 @@ from sqlmodel import Session
 from twilio.request_validator import RequestValidator
 from werkzeug.security import generate_password_hash
 
-from gateway import call_records, catalog, deliver, deliveries, project_store, schema
-from gateway.config import ConfigError, GatewayConfig, ProjectConfig, hash_api_key, load_config
+from gateway.events import deliver, deliveries
+from gateway.handoffs import catalog
+from gateway.storage import project_store, schema
+from gateway.voice import call_records
+from gateway.config.file import ConfigError, GatewayConfig, ProjectConfig, hash_api_key, load_config
 from gateway.errors import GatewayError
 from gateway.settings import Settings
-from gateway.spool import Spool
-from gateway.store import make_engine
+from gateway.voice.spool import Spool
+from gateway.storage.store import make_engine
 from gateway.web.logcontext import configure_logging
 from gateway.web.signature import simulated_call_form
 

@@ -14,10 +14,13 @@ from sqlmodel import Session
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from gateway import calls, catalog, chat, handoff, store
-from gateway.config import ProjectConfig
+from gateway.handoffs import catalog, handoff
+from gateway.storage import store
+from gateway.texting import chat
+from gateway.voice import calls
+from gateway.config.file import ProjectConfig
 from gateway.errors import GatewayError
-from gateway.models import Conversation
+from gateway.storage.models import Conversation
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from gateway.models import ChatMessage, Conversation, HandoffEvent, SmsMessage, SmsStatusEvent
-from gateway.store import as_utc
+from gateway.storage.models import ChatMessage, Conversation, HandoffEvent, SmsMessage, SmsStatusEvent
+from gateway.storage.store import as_utc
 
 
 def timestamp(moment: datetime | None) -> str | None:

@@ -7,13 +7,13 @@ from sqlalchemy.engine import Engine
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from gateway import schema
-from gateway.config import GatewayConfig
-from gateway.messaging import CampaignCache
+from gateway.storage import schema
+from gateway.config.file import GatewayConfig
+from gateway.texting.messaging import CampaignCache
 from gateway.settings import Settings
-from gateway.sign_in_throttle import SignInThrottle
-from gateway.spool import Spool
-from gateway.twiml import TwimlRenderer
+from gateway.storage.sign_in_throttle import SignInThrottle
+from gateway.voice.spool import Spool
+from gateway.voice.twiml import TwimlRenderer
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Gateway:
     twilio: Client | None
     #: A2P 10DLC campaign statuses read from Twilio, kept a few minutes.
     campaigns: CampaignCache = field(default_factory=CampaignCache)
-    #: What the voice webhooks could not store while the database was down (gateway/call_records.py).
+    #: What the voice webhooks could not store while the database was down (gateway/voice/call_records.py).
     spool: Spool | None = None
     #: Wrong console passwords per address, so the shared password cannot be guessed at speed.
     sign_in_throttle: SignInThrottle = field(default_factory=SignInThrottle)

@@ -12,7 +12,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel
 
-from gateway import create_app, schema
+from gateway import create_app
+from gateway.storage import schema
 from gateway.settings import Settings
 from tests.openapi_conformance import Conformance
 from tests.support import ACCOUNT_SID, AUTH_TOKEN, CONFIG_TOML

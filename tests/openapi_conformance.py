@@ -9,7 +9,7 @@ import re
 from flask import request
 from openapi_schema_validator import OAS30Validator
 
-from gateway import strict_json
+from gateway.infra import strict_json
 
 #: (method, path template, status) of every response checked, across the whole run.
 CHECKED: set[tuple[str, str, str]] = set()

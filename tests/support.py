@@ -9,7 +9,7 @@ from pathlib import Path
 
 from twilio.request_validator import RequestValidator
 
-from gateway.store import make_engine
+from gateway.storage.store import make_engine
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 #: What a clean clone would not hold: local state and build output (for copies of the checkout).

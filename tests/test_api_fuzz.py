@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from gateway import store
+from gateway.storage import store
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from tests.messaging_support import accept_messages
 from tests.support import ACCOUNT_SID, CONFIG_KEY, call_params, post_signed

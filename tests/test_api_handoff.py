@@ -9,7 +9,7 @@ import pytest
 import requests
 import responses
 
-from gateway import store
+from gateway.storage import store
 from tests.support import (
     ACCOUNT_SID,
     ASSISTANT_NUMBER,

@@ -5,8 +5,8 @@ from datetime import timedelta, timezone
 
 import pytest
 
-from gateway import store
-from gateway.models import Conversation, utcnow
+from gateway.storage import store
+from gateway.storage.models import Conversation, utcnow
 from tests.support import ACME, CONFIG_KEY, call_params, post_signed
 
 BASE = "/v1/ws-acme/PROJECT-frontdesk"

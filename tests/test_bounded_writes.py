@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 
-from gateway.models import Conversation
+from gateway.storage.models import Conversation
 from tests.support import call_params, post_signed, twiml_root
 
 

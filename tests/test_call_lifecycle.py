@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
-from gateway import store
+from gateway.storage import store
 from tests.support import (
     ASSISTANT_NUMBER,
     BASE_URL,

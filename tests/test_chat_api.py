@@ -9,7 +9,7 @@ import requests
 import responses
 from sqlmodel import select
 
-from gateway.models import ChatMessage, Conversation
+from gateway.storage.models import ChatMessage, Conversation
 from tests.messaging_support import BOT, TEXTING, assistant_calls
 from tests.support import ASSISTANT_URL, BOT_KEY, CONFIG_KEY, TEXTING_KEY, call_params, post_signed
 

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 from werkzeug.security import check_password_hash
 
-from gateway import store
+from gateway.storage import store
 from gateway.cli import main
 from tests.console_support import PASSWORD_HASH, post_form, serve, sign_in
 from tests.support import AUTH_TOKEN, CONFIG_KEY, twiml_root

@@ -18,8 +18,8 @@ import requests
 from sqlmodel import Session, select
 from werkzeug.serving import make_server
 
-from gateway import store
-from gateway.models import Conversation, HandoffEvent
+from gateway.storage import store
+from gateway.storage.models import Conversation, HandoffEvent
 from tests.support import call_params, sign, twiml_root
 
 TOTAL_REQUESTS = 2000

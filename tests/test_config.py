@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from gateway import create_app
 from gateway.cli import main
-from gateway.config import ConfigError, load_config
+from gateway.config.file import ConfigError, load_config
 from tests.support import CONFIG_TOML
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "gateway.example.toml"

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from gateway import catalog
-from gateway.models import SignInFailure, StoredDestination
-from gateway.sign_in_throttle import SignInThrottle
+from gateway.handoffs import catalog
+from gateway.storage.models import SignInFailure, StoredDestination
+from gateway.storage.sign_in_throttle import SignInThrottle
 from tests.console_support import PASSWORD, PASSWORD_HASH, field_error, post_form, sign_in, text_of
 from tests.support import ACME
 

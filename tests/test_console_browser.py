@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import catalog, handoff, store
+from gateway.handoffs import catalog, handoff
+from gateway.storage import store
 from tests.console_support import PASSWORD, PASSWORD_HASH, serve
 from tests.support import ACME, CONFIG_KEY, call_params, post_signed
 

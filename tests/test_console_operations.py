@@ -11,8 +11,9 @@ from urllib.parse import urlsplit
 import pytest
 from sqlmodel import select
 
-from gateway import handoff, store
-from gateway.models import Conversation, HandoffEvent, utcnow
+from gateway.handoffs import handoff
+from gateway.storage import store
+from gateway.storage.models import Conversation, HandoffEvent, utcnow
 from tests.console_support import PASSWORD_HASH, field_error, post_form, sign_in, text_of
 from tests.messaging_support import CUSTOMER, TEXTING, accept_messages, inbound_params
 from tests.support import CONFIG_KEY, TEXTING_KEY, call_params, post_signed

@@ -8,8 +8,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlmodel import select
 
-from gateway import handoff, store
-from gateway.models import Conversation, HandoffEvent
+from gateway.handoffs import handoff
+from gateway.storage import store
+from gateway.storage.models import Conversation, HandoffEvent
 from tests.console_support import PASSWORD_HASH, post_form, sign_in, text_of
 from tests.support import ACME, CONFIG_TOML, call_params, post_signed, same_twiml, twiml_root
 

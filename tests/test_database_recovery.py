@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import create_engine
 from sqlmodel import Session, select
 
-from gateway import schema, store
-from gateway.models import Conversation
-from gateway.store import make_engine
+from gateway.storage import schema, store
+from gateway.storage.models import Conversation
+from gateway.storage.store import make_engine
 from tests.console_support import PASSWORD_HASH, sign_in
 from tests.support import CONFIG_KEY, call_params, make_database_unreachable, post_signed
 

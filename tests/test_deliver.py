@@ -9,8 +9,8 @@ import pytest
 from sqlmodel import Session, select
 from standardwebhooks.webhooks import Webhook
 
-from gateway import deliver
-from gateway.models import EventDelivery
+from gateway.events import deliver
+from gateway.storage.models import EventDelivery
 from tests.events_support import SECRET, SECRET_ENV, LIFECYCLE_TYPES, Receiver, call_with_fallback, subscribe, wait_for
 from tests.support import CONFIG_KEY
 

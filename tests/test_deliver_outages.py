@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 from standardwebhooks.webhooks import Webhook
 
-from gateway.models import EventDelivery
+from gateway.storage.models import EventDelivery
 from tests.events_support import SECRET, SECRET_ENV, Receiver, call_with_fallback, subscribe, wait_for
 from tests.forwarder import Forwarder
 from tests.support import CONFIG_KEY

@@ -5,8 +5,8 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from gateway.config import ConfigError, load_config
-from gateway.models import StoredDestination
+from gateway.config.file import ConfigError, load_config
+from gateway.storage.models import StoredDestination
 from tests.support import ACME, CONFIG_KEY, CONFIG_TOML
 
 BASE = "/v1/ws-acme/PROJECT-frontdesk/handoff_destinations"

@@ -13,13 +13,13 @@ from tests.support import ACME, CONFIG_KEY
 
 #: Exceptions that never become a response: each is handled where it is raised.
 INTERNAL = {
-    "gateway.config.ConfigError",  # stops start-up with its one line
-    "gateway.handoff.TransitionError",  # a race the core resolves itself
-    "gateway.spool.RecordRejected",  # a spool record set aside
-    "gateway.call_records.ReplayBusy",  # the webhook fails open
-    "gateway.schema.DatabaseBehind",  # an OperationalError: fails open, or 503 naming the command
-    "gateway.deliver.SecretMissing",  # stops `gateway deliver` at start with its one line
-    "gateway.strict_json.NonStandardJson",  # the API turns it into a 400 invalid_json GatewayError
+    "gateway.config.file.ConfigError",  # stops start-up with its one line
+    "gateway.handoffs.handoff.TransitionError",  # a race the core resolves itself
+    "gateway.voice.spool.RecordRejected",  # a spool record set aside
+    "gateway.voice.call_records.ReplayBusy",  # the webhook fails open
+    "gateway.storage.schema.DatabaseBehind",  # an OperationalError: fails open, or 503 naming the command
+    "gateway.events.deliver.SecretMissing",  # stops `gateway deliver` at start with its one line
+    "gateway.infra.strict_json.NonStandardJson",  # the API turns it into a 400 invalid_json GatewayError
 }
 
 

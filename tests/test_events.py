@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from gateway import store
-from gateway.models import EventDelivery, PublishedEvent
+from gateway.storage import store
+from gateway.storage.models import EventDelivery, PublishedEvent
 from tests.events_support import LIFECYCLE_TYPES, call_with_fallback, twilio_posts
 from tests.support import CONFIG_KEY, call_params, post_signed
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import ConfigError, load_config
+from gateway.config.file import ConfigError, load_config
 from tests.events_support import SECRET_ENV, subscribe
 
 ENTRY = "projects[0] (ws-acme/PROJECT-frontdesk).event_webhooks[0]"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from gateway import deliver
+from gateway.events import deliver
 from tests.events_support import LIFECYCLE_TYPES, SECRET, SECRET_ENV, call_with_fallback, subscribe, wait_for
 
 NODE_DIR = Path(__file__).parent / "node"

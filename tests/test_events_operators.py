@@ -8,9 +8,9 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import Session, select
 
-from gateway import deliver
+from gateway.events import deliver
 from gateway.cli import main
-from gateway.models import EventDelivery
+from gateway.storage.models import EventDelivery
 from tests.console_support import PASSWORD_HASH, post_form, sign_in, text_of
 from tests.events_support import SECRET, SECRET_ENV, Receiver, call_with_fallback, subscribe
 

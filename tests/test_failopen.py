@@ -15,11 +15,12 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from gateway import call_records, calls, store
+from gateway.storage import store
+from gateway.voice import call_records, calls
 from gateway.cli import main
-from gateway.models import Conversation, HandoffEvent
-from gateway.spool import RecordRejected, Spool
-from gateway.twiml import NO_AGENT_APOLOGY
+from gateway.storage.models import Conversation, HandoffEvent
+from gateway.voice.spool import RecordRejected, Spool
+from gateway.voice.twiml import NO_AGENT_APOLOGY
 from tests.forwarder import Forwarder
 from tests.support import (
     ACCOUNT_SID,

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from sqlmodel import func, select
 from werkzeug.datastructures import MultiDict
 
-from gateway.models import Conversation, HandoffEvent
+from gateway.storage.models import Conversation, HandoffEvent
 from tests.support import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, call_params, sign
 
 MINIMUM_CORPUS = 200

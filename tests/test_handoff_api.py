@@ -5,9 +5,9 @@ import pytest
 from click.testing import CliRunner
 from sqlmodel import select
 
-from gateway import store
+from gateway.storage import store
 from gateway.cli import main
-from gateway.models import ApiKey
+from gateway.storage.models import ApiKey
 from tests.support import CONFIG_KEY, call_params, post_signed
 
 CALL_SID = "CA" + "b" * 32

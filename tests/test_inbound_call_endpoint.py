@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from flask import request, request_started
 from sqlmodel import select
 
-from gateway.models import Conversation, HandoffEvent
+from gateway.storage.models import Conversation, HandoffEvent
 from tests.support import BASE_URL, call_params, post_signed, same_twiml, sign, twiml_root
 
 FRONT_DESK = "+14155550199"

@@ -9,7 +9,7 @@ import unicodedata
 
 import pytest
 
-from gateway import jsonlog
+from gateway.infra import jsonlog
 from gateway.web.logcontext import json_handler
 from tests.console_support import PASSWORD_HASH, sign_in
 from tests.support import call_params, post_signed

@@ -5,9 +5,9 @@ import pytest
 import responses
 from twilio.rest import Client
 
-from gateway.config import NumberConfig
+from gateway.config.file import NumberConfig
 from gateway.errors import GatewayError
-from gateway.messaging import (
+from gateway.texting.messaging import (
     ERROR_EXPLANATIONS,
     CampaignCache,
     Keyword,

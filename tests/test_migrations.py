@@ -15,9 +15,10 @@ from click.testing import CliRunner
 from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
-from gateway import create_app, schema
+from gateway import create_app
+from gateway.storage import schema
 from gateway.cli import main
-from gateway.store import make_engine
+from gateway.storage.store import make_engine
 from tests.conftest import POSTGRES_ENV, scratch_postgres_database
 from tests.support import ACME, CONFIG_KEY, call_params, post_signed, twiml_root
 

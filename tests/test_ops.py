@@ -9,8 +9,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import select
 
-from gateway import jsonlog, metrics
-from gateway.models import Conversation
+from gateway.infra import jsonlog, metrics
+from gateway.storage.models import Conversation
 from gateway.web.logcontext import configure_logging, json_handler
 from tests.support import ACME, AUTH_TOKEN, CONFIG_KEY, call_params, make_database_unreachable, post_signed
 

@@ -7,9 +7,9 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from pydantic import ValidationError
 
-from gateway.destinations import Destination, check_destination
-from gateway.routing import CallContext, fill_variables, plan_transfer
-from gateway.twiml import TwimlRenderer
+from gateway.config.destinations import Destination, check_destination
+from gateway.voice.routing import CallContext, fill_variables, plan_transfer
+from gateway.voice.twiml import TwimlRenderer
 from tests.support import ASSISTANT_NUMBER, add_assistant_number, call_params, post_signed, twiml_root
 
 CONVERSATION_ID = "3f1c6a0e-8a4b-4c39-9d0b-1b2f3c4d5e6f"

@@ -6,7 +6,7 @@ import logging
 import pytest
 from sqlmodel import select
 
-from gateway.models import Conversation
+from gateway.storage.models import Conversation
 from tests.support import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, call_params, post_signed, sign
 
 

@@ -5,7 +5,7 @@ import pytest
 import responses
 from sqlmodel import select
 
-from gateway.models import SmsMessage, SmsOptOut
+from gateway.storage.models import SmsMessage, SmsOptOut
 from tests.messaging_support import (
     CUSTOMER,
     MESSAGES_URL,

@@ -11,7 +11,7 @@ import threading
 import pytest
 from sqlmodel import select
 
-from gateway.models import SmsMessage
+from gateway.storage.models import SmsMessage
 from tests.messaging_support import CUSTOMER, TEXTING
 from tests.support import TEXTING_KEY
 

@@ -6,8 +6,8 @@ import responses
 from sqlmodel import select
 from twilio.twiml.messaging_response import MessagingResponse
 
-from gateway import message_store
-from gateway.models import ChatMessage, Conversation, SmsMessage, SmsOptOut, SmsStatusEvent
+from gateway.storage import message_store
+from gateway.storage.models import ChatMessage, Conversation, SmsMessage, SmsOptOut, SmsStatusEvent
 from tests.messaging_support import (
     CUSTOMER,
     STATUS_CALLBACK,

@@ -9,8 +9,9 @@ from sqlalchemy import event, inspect, text
 from sqlmodel import Session
 
 from gateway.cli import main
-from gateway import create_app, schema
-from gateway.store import find_conversation, make_engine
+from gateway import create_app
+from gateway.storage import schema
+from gateway.storage.store import find_conversation, make_engine
 
 
 def test_init_db_creates_every_table(tmp_path, monkeypatch):

@@ -12,8 +12,9 @@ import pytest
 import responses
 from sqlmodel import select
 
-from gateway import store, strict_json
-from gateway.models import ChatMessage, Conversation, StoredDestination
+from gateway.infra import strict_json
+from gateway.storage import store
+from gateway.storage.models import ChatMessage, Conversation, StoredDestination
 from tests.messaging_support import BOT, TEXTING
 from tests.support import ASSISTANT_URL, BOT_KEY, CONFIG_KEY, TEXTING_KEY, call_params, post_signed
 

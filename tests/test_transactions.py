@@ -11,8 +11,8 @@ import responses
 from sqlalchemy import text
 from sqlmodel import Session, SQLModel
 
-from gateway import message_store, project_store, store
-from gateway.models import new_id, utcnow
+from gateway.storage import message_store, project_store, store
+from gateway.storage.models import new_id, utcnow
 from tests.support import ACME, ASSISTANT_URL, BOT_KEY
 
 TEXTER = "+14155551234"

@@ -7,8 +7,8 @@ from urllib.parse import parse_qsl, urlsplit
 from sqlmodel import select
 from twilio.twiml.voice_response import Dial, Hangup, Refer, VoiceResponse
 
-from gateway import store
-from gateway.models import Conversation, HandoffEvent
+from gateway.storage import store
+from gateway.storage.models import Conversation, HandoffEvent
 from tests.support import ACME, BASE_URL, call_params, post_signed, same_twiml, twiml_root
 
 CALL_SID = "CA" + "a" * 32

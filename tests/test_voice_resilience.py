@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from sqlmodel import select
 
-from gateway import store
-from gateway.models import Conversation, HandoffEvent, StoredDestination
+from gateway.storage import store
+from gateway.storage.models import Conversation, HandoffEvent, StoredDestination
 from tests.support import ACME, call_params, post_signed, twiml_root
 
 CALL_SID = "CA" + "5" * 32

@@ -55,7 +55,7 @@ def installed_wheel(tmp_path_factory):
 
 
 def test_the_wheel_carries_the_twiml_templates(installed_wheel, tmp_path):
-    where = _run(installed_wheel, "-c", "import gateway.twiml as t; print(t.__file__); print(*sorted(p.name for p in t.TEMPLATES_DIR.iterdir()))", cwd=tmp_path)
+    where = _run(installed_wheel, "-c", "import gateway.voice.twiml as t; print(t.__file__); print(*sorted(p.name for p in t.TEMPLATES_DIR.iterdir()))", cwd=tmp_path)
     module_file, templates = where.splitlines()
     assert Path(module_file).is_relative_to(installed_wheel.parent.parent), f"gateway imported from {module_file}"
     assert templates.split() == sorted(path.name for path in (CHECKOUT / "templates_twiml").glob("*.xml"))

@@ -1,8 +1,8 @@
 """How the web layer hands the call core its renderer and the URLs Twilio will call back on."""
 from __future__ import annotations
 
-from gateway.callflow import CallFlow
-from gateway.twiml import Links
+from gateway.voice.callflow import CallFlow
+from gateway.voice.twiml import Links
 from gateway.web import current_gateway
 from gateway.web.signature import public_base_url
 

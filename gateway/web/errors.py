@@ -8,9 +8,9 @@ import logging
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from gateway.call_records import DATABASE_ERRORS
+from gateway.voice.call_records import DATABASE_ERRORS
 from gateway.errors import GatewayError
-from gateway.schema import DatabaseBehind
+from gateway.storage.schema import DatabaseBehind
 
 log = logging.getLogger(__name__)
 

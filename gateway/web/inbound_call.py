@@ -19,9 +19,10 @@ from flask import Flask
 from werkzeug.datastructures import MultiDict
 from werkzeug.wsgi import get_host
 
-from gateway import calls, jsonlog, metrics
-from gateway.callflow import CALL_FIELDS, CallFlow, InboundCall
-from gateway.twiml import NO_AGENT_APOLOGY, Links
+from gateway.infra import jsonlog, metrics
+from gateway.voice import calls
+from gateway.voice.callflow import CALL_FIELDS, CallFlow, InboundCall
+from gateway.voice.twiml import NO_AGENT_APOLOGY, Links
 from gateway.web.signature import missing_fields, signature_refusal
 
 log = logging.getLogger(__name__)

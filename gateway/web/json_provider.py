@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask.json.provider import DefaultJSONProvider
 
-from gateway import strict_json
+from gateway.infra import strict_json
 
 
 class StrictJSONProvider(DefaultJSONProvider):

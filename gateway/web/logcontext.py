@@ -8,7 +8,7 @@ from typing import TextIO
 from flask import current_app, g, has_app_context, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
-from gateway import jsonlog
+from gateway.infra import jsonlog
 
 FORM_MIMETYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 

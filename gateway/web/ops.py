@@ -9,9 +9,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway import deliveries, jsonlog, metrics, store
-from gateway.models import utcnow
-from gateway.schema import DatabaseBehind
+from gateway.events import deliveries
+from gateway.infra import jsonlog, metrics
+from gateway.storage import store
+from gateway.storage.models import utcnow
+from gateway.storage.schema import DatabaseBehind
 from gateway.web import current_gateway, db
 
 log = logging.getLogger(__name__)

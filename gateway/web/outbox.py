@@ -1,7 +1,7 @@
 """How the web layer sends texts: shared by the SMS webhooks and the API (neither imports the other)."""
 from __future__ import annotations
 
-from gateway.messaging import Outbox
+from gateway.texting.messaging import Outbox
 from gateway.web import current_gateway
 from gateway.web.signature import public_base_url
 

@@ -9,7 +9,7 @@ from functools import wraps
 
 from flask import Response, request
 
-from gateway import metrics
+from gateway.infra import metrics
 from gateway.runtime import Gateway
 from gateway.web import current_gateway
 

@@ -5,8 +5,10 @@ import logging
 
 from flask import Blueprint, Response, request
 
-from gateway import call_records, message_store, messaging
-from gateway.safe_text import xml_legal
+from gateway.storage import message_store
+from gateway.texting import messaging
+from gateway.voice import call_records
+from gateway.infra.safe_text import xml_legal
 from gateway.web import current_gateway, db
 from gateway.web.outbox import outbox
 from gateway.web.signature import twilio_signed

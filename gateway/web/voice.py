@@ -1,7 +1,7 @@
 """Twilio's voice webhooks (SPEC §4). Each view checks the signature, then runs a use case.
 
 Whatever goes wrong, a call-related webhook answers valid TwiML: Twilio gives the caller a
-generic error on anything else. Each use case (gateway/calls.py) runs on the database; with
+generic error on anything else. Each use case (gateway/voice/calls.py) runs on the database; with
 the database down, locked or still replaying, the same use case runs on the spool: the state
 is assumed from the callback URL and the config, and the records wait for replay.
 """
@@ -12,9 +12,10 @@ import logging
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
-from gateway import call_records, calls, store
-from gateway.callflow import CALL_FIELDS, CallStatus, InboundCall
-from gateway.twiml import NO_AGENT_APOLOGY, UNKNOWN_NUMBER_APOLOGY
+from gateway.storage import store
+from gateway.voice import call_records, calls
+from gateway.voice.callflow import CALL_FIELDS, CallStatus, InboundCall
+from gateway.voice.twiml import NO_AGENT_APOLOGY, UNKNOWN_NUMBER_APOLOGY
 from gateway.web import current_gateway, db
 from gateway.web.callbacks import call_flow
 from gateway.web.signature import twilio_fields, twilio_signed

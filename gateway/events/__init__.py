@@ -1,0 +1,1 @@
+"""Events from the handoff history: the feed, the deliveries, and the deliverer."""

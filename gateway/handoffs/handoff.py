@@ -1,0 +1,140 @@
+"""The handoff state machine (SPEC §2): which transitions exist, and recording them.
+
+Every change of a conversation's state is one history entry plus the new state on the
+conversation row. These functions only stage the change; the caller commits, so a use case
+that fails one attempt and starts the next does both in one transaction. No Flask here.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from sqlmodel import Session
+
+from gateway.infra import jsonlog, metrics
+from gateway.storage import store
+from gateway.storage.models import Conversation, utcnow
+
+INITIATED = "handoff_initiated"
+COMPLETED = "handoff_completed"
+FAILED = "handoff_failed"
+LIFECYCLE_STATES = (INITIATED, COMPLETED, FAILED)
+
+_NEXT_STATES: dict[str | None, set[str]] = {
+    None: {INITIATED},
+    INITIATED: {COMPLETED, FAILED},
+    FAILED: {INITIATED},
+    COMPLETED: set(),
+}
+
+TOPIC_PATTERN = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
+
+
+class TransitionError(Exception):
+    """A state change the lifecycle does not allow; the message says what is allowed."""
+
+
+def check_topic(topic: str) -> str:
+    """A topic is any snake_case name that is not one of the lifecycle states."""
+    if not isinstance(topic, str) or not TOPIC_PATTERN.match(topic):
+        raise ValueError(f"topic {topic!r} must be a snake_case name such as customer_refund")
+    if len(topic) > 64:
+        raise ValueError(f"topic must be at most 64 characters, not {len(topic)}")
+    if topic in LIFECYCLE_STATES:
+        raise ValueError(f"{topic} is a lifecycle state, not a topic")
+    return topic
+
+
+def can_initiate(conversation: Conversation) -> bool:
+    return INITIATED in _NEXT_STATES[conversation.state]
+
+
+def transition(
+    session: Session,
+    conversation: Conversation,
+    state: str,
+    *,
+    destination: str | None = None,
+    detail: str | None = None,
+    dedupe_key: str | None = None,
+    at: datetime | None = None,
+    **changes,
+) -> bool:
+    """Stage a move to `state` (plus column `changes`); False, staging nothing, for a retried webhook."""
+    _check(conversation, state)
+    destination = destination or conversation.destination
+    recorded = store.add_event(
+        session,
+        conversation,
+        state=state,
+        destination=destination,
+        detail=detail,
+        dedupe_key=dedupe_key,
+        at=at,
+    )
+    if not recorded:
+        return False
+    _apply(conversation, state, destination, changes)
+    session.add(conversation)
+    announce(conversation.id, conversation.state, conversation.destination)
+    return True
+
+
+def announce(conversation_id: str, state: str | None, destination: str | None) -> None:
+    """Count the transition and stamp later log lines with the conversation."""
+    jsonlog.bind(conversation_id=conversation_id)
+    metrics.handoff_recorded(state, destination)
+
+
+def _check(conversation: Conversation, state: str) -> None:
+    if state not in _NEXT_STATES[conversation.state]:
+        allowed = ", ".join(sorted(_NEXT_STATES[conversation.state])) or "nothing"
+        raise TransitionError(
+            f"cannot go from {conversation.state or 'no handoff'} to {state}; allowed: {allowed}"
+        )
+
+
+def _apply(conversation: Conversation, state: str, destination: str | None, changes: dict) -> None:
+    for column, value in changes.items():
+        setattr(conversation, column, value)
+    conversation.state = state
+    conversation.destination = destination
+    if state == INITIATED:
+        conversation.attempts += 1
+    conversation.updated_at = utcnow()
+
+
+def initiate(
+    session: Session,
+    conversation: Conversation,
+    *,
+    destination: str,
+    reason: str | None,
+    utterance: str | None,
+    detail: str | None = None,
+    dedupe_key: str | None = None,
+    at: datetime | None = None,
+) -> bool:
+    """Stage a handoff attempt to `destination`, keeping why and what was said before it."""
+    return transition(
+        session,
+        conversation,
+        INITIATED,
+        destination=destination,
+        detail=detail,
+        dedupe_key=dedupe_key,
+        at=at,
+        reason=reason,
+        utterance=utterance,
+    )
+
+
+def set_topic(session: Session, conversation: Conversation, topic: str) -> None:
+    """Stage a topic state beside the lifecycle state, and note it in the history."""
+    check_topic(topic)
+    if conversation.topic == topic:
+        return
+    store.add_event(session, conversation, state=topic, destination=conversation.destination)
+    conversation.topic = topic
+    conversation.updated_at = utcnow()
+    session.add(conversation)

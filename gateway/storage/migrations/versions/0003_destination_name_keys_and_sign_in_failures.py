@@ -1,0 +1,54 @@
+"""Destination names unique without regard to case (name_key); console sign-in failures counted
+in the database, across workers and instances (issue 12)
+
+Revision ID: 0003
+Revises: 0002
+"""
+import unicodedata
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def _name_key(name: str) -> str:
+    """gateway.config.destinations.name_key as of this revision: NFKC, trimmed, case-folded."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).strip().casefold())
+
+
+def upgrade() -> None:
+    op.create_table(
+        "sign_in_failures",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("address", sa.String(length=100), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("sign_in_failures", schema=None) as batch_op:
+        batch_op.create_index("ix_sign_in_failures_address", ["address", "at"], unique=False)
+        batch_op.create_index("ix_sign_in_failures_at", ["at"], unique=False)
+
+    # Existing destinations get their key from their name before the column may not be empty.
+    with op.batch_alter_table("destinations", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("name_key", sa.String(length=300), nullable=True))
+    destinations = sa.table("destinations", sa.column("id", sa.Integer), sa.column("name", sa.String), sa.column("name_key", sa.String))
+    connection = op.get_bind()
+    for row_id, name in connection.execute(sa.select(destinations.c.id, destinations.c.name)).all():
+        connection.execute(destinations.update().where(destinations.c.id == row_id).values(name_key=_name_key(name)))
+    with op.batch_alter_table("destinations", schema=None) as batch_op:
+        batch_op.alter_column("name_key", existing_type=sa.String(length=300), nullable=False)
+        batch_op.create_unique_constraint("uq_destinations_project_name_key", ["project_key", "name_key"])
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("destinations", schema=None) as batch_op:
+        batch_op.drop_constraint("uq_destinations_project_name_key", type_="unique")
+        batch_op.drop_column("name_key")
+    with op.batch_alter_table("sign_in_failures", schema=None) as batch_op:
+        batch_op.drop_index("ix_sign_in_failures_at")
+        batch_op.drop_index("ix_sign_in_failures_address")
+    op.drop_table("sign_in_failures")

@@ -1,0 +1,149 @@
+"""SQLite under several gunicorn workers: new calls take turns writing, and checkpoints run aside.
+
+SQLite has one writer at a time. When two workers' commits collide, the loser's busy handler
+sleeps at least 1 ms before it looks again, and every ~1000 pages the committing request also
+copies the WAL into the database with two fsyncs (the automatic checkpoint): both show in the
+webhook's p99. So the new-call path takes a `WriterTurn` first — a thread lock within the
+process and an `flock` across processes, which hands over as soon as the holder is done,
+bounded by the busy timeout — and the WAL is checkpointed by a background thread of each
+process instead (`wal_autocheckpoint=0`).
+
+No Flask here; gateway/storage/store.py attaches both to a SQLite engine.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from contextlib import closing
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+
+from gateway.infra.file_locks import flock_within
+
+log = logging.getLogger(__name__)
+
+#: How often the background thread copies the WAL into the database file.
+CHECKPOINT_INTERVAL_SECONDS = 0.5
+
+_turns: weakref.WeakKeyDictionary[Engine, WriterTurn] = weakref.WeakKeyDictionary()
+
+
+class WriterTurn:
+    """One writer at a time per database file, across the threads and processes that share it."""
+
+    def __init__(self, database_path: str, timeout: float) -> None:
+        self.path = f"{database_path}-writer.lock"
+        self.timeout = timeout
+        self._in_process = threading.Lock()
+        self._file = None
+        self._file_pid: int | None = None
+
+    def acquire(self) -> None:
+        """Wait for the turn, at most the busy timeout; then OperationalError, as SQLite's own wait."""
+        started = time.monotonic()
+        if not self._in_process.acquire(timeout=self.timeout):
+            raise _timed_out(self.timeout)
+        try:
+            remaining = self.timeout - (time.monotonic() - started)
+            if not flock_within(self._handle(), remaining, longest_pause=0.002):
+                raise _timed_out(self.timeout)
+        except BaseException:
+            self._in_process.release()
+            raise
+
+    def release(self) -> None:
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._in_process.release()
+
+    def close(self) -> None:
+        """Close the lock file (the engine was disposed); the next turn opens it again."""
+        if self._file is not None:
+            self._closer()
+            self._file = self._file_pid = None
+
+    def _handle(self):
+        """The lock file, opened once per process (a forked worker opens its own)."""
+        if self._file_pid != os.getpid():
+            try:
+                self._file = open(self.path, "a")  # noqa: SIM115 - kept open between turns
+            except OSError as error:
+                raise OperationalError("open SQLite's writer lock", None, error) from error
+            self._file_pid = os.getpid()
+            self._closer = weakref.finalize(self, self._file.close)
+        return self._file
+
+
+def _timed_out(timeout: float) -> OperationalError:
+    return OperationalError(
+        "wait for SQLite's writer turn", None, TimeoutError(f"database is locked: no writer turn within {timeout} s")
+    )
+
+
+def attach(engine: Engine, database_path: str, busy_timeout: float) -> None:
+    """Give a SQLite engine its writer turn and a checkpoint thread per process that uses it."""
+    turn = _turns[engine] = WriterTurn(database_path, busy_timeout)
+    checkpointer = _Checkpointer(engine, database_path)
+
+    @event.listens_for(engine, "connect")
+    def _checkpoint_aside(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
+        cursor.close()
+        checkpointer.ensure_running()
+
+    @event.listens_for(engine, "engine_disposed")
+    def _stop(_engine):
+        checkpointer.stop()
+        turn.close()
+
+
+def writer_turn(engine: Engine) -> WriterTurn | None:
+    """The engine's writer turn; None for databases that serve many writers (PostgreSQL)."""
+    return _turns.get(engine)
+
+
+class _Checkpointer:
+    """A daemon thread per process that copies the WAL into the database (PASSIVE: never blocks)."""
+
+    def __init__(self, engine: Engine, database_path: str) -> None:
+        self._engine = weakref.ref(engine)
+        self._path = database_path
+        self._pid: int | None = None
+        self._stopped = threading.Event()
+        self._guard = threading.Lock()
+
+    def ensure_running(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._guard:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._stopped = threading.Event()
+            threading.Thread(target=self._run, args=(self._stopped,), name="sqlite-checkpoint", daemon=True).start()
+
+    def stop(self) -> None:
+        """The engine was disposed; a connection made later starts the thread again."""
+        self._stopped.set()
+        self._pid = None
+
+    def _run(self, stopped: threading.Event) -> None:
+        # mode=rw: a database file deleted under us is never made anew here.
+        uri = f"file:{self._path}?mode=rw"
+        failing = False
+        while not stopped.wait(CHECKPOINT_INTERVAL_SECONDS) and self._engine() is not None:
+            try:
+                with closing(sqlite3.connect(uri, uri=True, timeout=0.1)) as connection:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                failing = False
+            except sqlite3.Error as error:
+                if not failing:  # once per outage, not twice a second
+                    log.warning("background WAL checkpoint of %s failed; trying again: %s", self._path, error)
+                failing = True
