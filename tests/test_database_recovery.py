@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -150,3 +151,35 @@ def test_the_console_shows_its_own_page_when_the_database_is_unreachable(make_ap
         assert response.status_code == 503
         page = response.get_data(as_text=True)
         assert "Database unavailable" in page and "console.css" in page  # ours, not Werkzeug's
+
+
+def test_opening_a_connection_never_drops_the_locks_of_those_already_open(tmp_path):
+    """Another worker must never see our open connections vanish and delete the WAL under them.
+
+    SQLite marks every open connection with a POSIX lock on the database file, and closing any
+    descriptor of that file in the process drops all of them. Checking whether the file can be
+    written by opening it did so each time the pool opened a connection: the other worker's
+    next close then took the file for unused, folded the WAL in and deleted it while our
+    connections still wrote to it ("database disk image is malformed" under load).
+    """
+    path = tmp_path / "gateway.db"
+    engine = make_engine(f"sqlite:///{path}")
+    first = engine.raw_connection()
+    first.cursor().execute("CREATE TABLE calls (sid TEXT)")
+    first.cursor().execute("INSERT INTO calls VALUES ('CA1')")
+    first.commit()
+    second = engine.raw_connection()  # opened while `first` is open: the pool's connect checks run
+    # Another process writes and closes its last connection: it may fold the WAL in and delete
+    # it only if it believes no other connection is open.
+    other = f"import sqlite3; c = sqlite3.connect({str(path)!r}); c.execute(\"INSERT INTO calls VALUES ('CA2')\"); c.commit(); c.close()"
+    subprocess.run([sys.executable, "-c", other], check=True, timeout=30)
+    try:
+        assert Path(f"{path}-wal").exists(), "another process deleted the WAL while our connections were open"
+        first.cursor().execute("INSERT INTO calls VALUES ('CA3')")
+        first.commit()
+        assert second.cursor().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert [sid for (sid,) in second.cursor().execute("SELECT sid FROM calls ORDER BY sid")] == ["CA1", "CA2", "CA3"]
+    finally:
+        first.close()
+        second.close()
+        engine.dispose()

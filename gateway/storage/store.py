@@ -131,12 +131,13 @@ class SqliteFile:
         return status.st_dev, status.st_ino
 
     def writable(self) -> bool:
-        """Whether the file can be opened for writing now (SQLite would open it read-only if not)."""
-        try:
-            os.close(os.open(self.path, os.O_RDWR))
-        except OSError:
-            return False
-        return True
+        """Whether the file can be opened for writing now (SQLite would open it read-only if not).
+
+        Asked of the kernel without opening the file: closing any descriptor of it would drop
+        the POSIX locks by which this process's open connections tell other processes they are
+        there, and another worker could then delete the WAL under them (a corrupt database).
+        """
+        return os.access(self.path, os.W_OK)
 
     def connect(self) -> sqlite3.Connection:
         if self._existed and not os.path.exists(self.path):
