@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.init_app(app)
     app.register_blueprint(voice.bp)
     app.register_blueprint(sms.bp)
-    api.register(app, modules=[api, api_conversations, api_destinations, api_messaging, api_events])
+    api.register(app)  # with the routes that api_conversations, api_destinations, ... added on import
     console.register(app)
     ops.init_app(app)
     app.wsgi_app = InboundCallEndpoint(app, app.wsgi_app)
