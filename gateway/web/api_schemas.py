@@ -28,6 +28,7 @@ from gateway.safe_text import NO_NUL, NOT_BLANK
 
 MAX_SHARED_ID_LENGTH = 200
 
+
 def left_out(description: str | None = None):
     """A field a body may leave out but never holds null. (A default factory, where a default
     of None would put `"default": null` in a schema that refuses null.)"""
@@ -53,7 +54,9 @@ class SmsRequest(BaseModel):
     body: Annotated[
         str,
         StringConstraints(max_length=MAX_BODY_LENGTH, pattern=NOT_BLANK),
-        Refusal("invalid_body", f"`body` must be text that is not blank, of at most {MAX_BODY_LENGTH} characters (Twilio's limit)."),
+        Refusal(
+            "invalid_body", f"`body` must be text that is not blank, of at most {MAX_BODY_LENGTH} characters (Twilio's limit)."
+        ),
     ]
     from_number: Annotated[
         PhoneNumber | None,
