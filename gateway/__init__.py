@@ -20,10 +20,10 @@ from gateway.infra.twilio_rest import make_client
 from gateway.web import api, close_db, console, ops, sms
 from gateway.web import errors as web_errors
 from gateway.web import voice as voice_webhooks
-from gateway.web.api import conversations as api_conversations
-from gateway.web.api import destinations as api_destinations
-from gateway.web.api import events as api_events
-from gateway.web.api import messaging as api_messaging
+from gateway.web.api import conversations as api_conversations  # noqa: F401 - adds its routes
+from gateway.web.api import destinations as api_destinations  # noqa: F401 - adds its routes
+from gateway.web.api import events as api_events  # noqa: F401 - adds its routes
+from gateway.web.api import messaging as api_messaging  # noqa: F401 - adds its routes
 from gateway.web.inbound_call import InboundCallEndpoint
 from gateway.web.json_provider import StrictJSONProvider
 from gateway.web.logcontext import configure_logging
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     web_errors.init_app(app)
     app.register_blueprint(voice_webhooks.bp)
     app.register_blueprint(sms.bp)
-    api.register(app, modules=[api, api_conversations, api_destinations, api_messaging, api_events])
+    api.register(app)  # with the routes the api_* modules imported above added to its blueprint
     console.register(app)
     ops.init_app(app)
     app.wsgi_app = InboundCallEndpoint(app, app.wsgi_app)

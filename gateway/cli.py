@@ -1,7 +1,6 @@
 """The `gateway` command for operators: check the config, create the database, make API keys."""
 from __future__ import annotations
 
-import logging
 import secrets
 import signal
 import sys

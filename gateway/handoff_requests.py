@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from requests import RequestException
 from sqlmodel import Session
 from twilio.base.exceptions import TwilioRestException
@@ -21,6 +21,7 @@ from gateway.voice import calls
 from gateway.config.file import ProjectConfig
 from gateway.errors import GatewayError
 from gateway.storage.models import Conversation
+from gateway.infra.safe_text import NO_NUL, NOT_BLANK
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +31,14 @@ class HandoffRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    destination: str | None = Field(None, min_length=1, max_length=100)
-    reason: str | None = Field(None, max_length=200)
-    utterance: str | None = Field(None, max_length=1000)
-    data: dict | None = None
-    topic: str | None = None
-    shared_id: str | None = Field(None, min_length=1, max_length=200)
-
-    @field_validator("topic")
-    @classmethod
-    def _snake_case_topic(cls, topic: str | None) -> str | None:
-        return handoff.check_topic(topic) if topic is not None else None
+    destination: str | None = Field(
+        None, max_length=100, pattern=NOT_BLANK, description="Defaults to the project's default_destination."
+    )
+    reason: str | None = Field(None, max_length=200, pattern=NO_NUL)
+    utterance: str | None = Field(None, max_length=1000, pattern=NO_NUL)
+    data: dict | None = Field(None, description="Free-form; no string in it may hold NUL.")
+    topic: handoff.Topic | None = None
+    shared_id: str | None = Field(None, max_length=200, pattern=NOT_BLANK)
 
 
 def request_handoff(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from flask import request
-from openapi_schema_validator import OAS30Validator
+from openapi_schema_validator import OAS31Validator
 
 from gateway.infra import strict_json
 
@@ -54,7 +54,7 @@ class Conformance:
         schema = documented.get("content", {}).get("application/json", {}).get("schema")
         if schema is not None:
             # Local $refs resolve against the schema's root, so the components travel with it.
-            validator = OAS30Validator({**schema, "components": self.document["components"]})
+            validator = OAS31Validator({**schema, "components": self.document["components"]})
             errors = [error.message for error in validator.iter_errors(response.get_json())]
             if errors:
                 self.problems.append(f"{where}: body does not match: {errors[0]}")

@@ -27,7 +27,7 @@ SEEDED_CALLS = ["CA" + f"{index:032x}" for index in range(3)]
 CONFIG_DESTINATIONS = ["Front desk", "Billing"]
 PROJECT = {"account_id": "acme", "project_id": "frontdesk"}
 #: Destination writes obey the config file's rules (a route that parses for its method and the
-#: project's sip_domain, X- header names, Twilio's SIP URI limits), more than OpenAPI 3.0 can
+#: project's sip_domain, X- header names, Twilio's SIP URI limits), more than a JSON Schema can
 #: say; their documented 400 names the rule, so schema-valid input may rightly get it.
 RULE_CHECKED = {
     # The sender must be a number of the project, registered for A2P 10DLC, and the recipient
@@ -110,7 +110,7 @@ def test_every_documented_operation_answers_as_documented(api_schema, seeded_ids
                 query["id"] = _known(query["id"], seeded_ids)
             excluded = [positive_data_acceptance] if operation.label in RULE_CHECKED else []
             if operation.path.endswith("/handoff_state") and not (query.get("id") or query.get("shared_id")):
-                # "One of id or shared_id" has no OpenAPI 3.0 form; the 400 is documented.
+                # "One of id or shared_id" has no OpenAPI form for query parameters; the 400 is documented.
                 excluded.append(positive_data_acceptance)
             if isinstance(query.get("cursor"), str):
                 query["cursor"] = _known(query["cursor"], [real_cursor])
@@ -119,7 +119,7 @@ def test_every_documented_operation_answers_as_documented(api_schema, seeded_ids
                     excluded.append(positive_data_acceptance)
             if "\\u0000" in json.dumps(case.body, default=str):
                 # NUL anywhere in a body is refused (PostgreSQL text cannot hold it); inside
-                # free-form `data` objects or ignored extra keys OpenAPI 3.0 cannot say so.
+                # free-form `data` objects or ignored extra keys the document does not say so.
                 excluded.append(positive_data_acceptance)
             case.call_and_validate(excluded_checks=excluded)
 

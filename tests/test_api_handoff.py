@@ -132,7 +132,11 @@ def test_bad_requests_name_what_to_fix(client, live_call):
     assert hand_off(client, live_call.id, {"destination": "Nowhere"}).status_code == 404
     bad_topic = hand_off(client, live_call.id, {"topic": "Customer Refund"})
     assert bad_topic.status_code == 400
-    assert "topic" in bad_topic.get_json()["error"]["message"]
+    # What to write, not the regex that refused it.
+    assert "must be a snake_case name such as customer_refund" in bad_topic.get_json()["error"]["message"]
+    assert "should match pattern" not in bad_topic.get_json()["error"]["message"]
+    lifecycle = hand_off(client, live_call.id, {"topic": "handoff_failed"}).get_json()["error"]["message"]
+    assert "handoff_failed is a lifecycle state, not a topic" in lifecycle
     assert hand_off(client, live_call.id, {"data": ["not", "an", "object"]}).status_code == 400
     assert hand_off(client, live_call.id, {"colour": "red"}).status_code == 400
     assert hand_off(client, "no-such-conversation", {}).status_code == 404

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlmodel import Session, select
 
-from gateway.storage import schema, store
+from gateway.storage import schema
 from gateway.storage.models import Conversation
 from gateway.storage.store import make_engine
 from tests.console_support import PASSWORD_HASH, sign_in

@@ -5,10 +5,14 @@ installed by the make_app fixture).
 """
 from __future__ import annotations
 
+import itertools
+
 from openapi_spec_validator import validate
 
+from gateway.texting import chat, messaging
+from tests.messaging_support import CUSTOMER, TEXTING, accept_messages
 from tests.openapi_conformance import _template
-from tests.support import CONFIG_KEY
+from tests.support import CONFIG_KEY, TEXTING_KEY
 
 
 def test_the_document_is_valid_openapi(client):
@@ -34,3 +38,76 @@ def test_the_document_is_also_under_the_api_base_as_the_spec_lists_it(client):
     assert under_base.status_code == 200
     assert under_base.get_json() == client.get("/openapi.json").get_json()
     assert client.get("/v1/acme/frontdesk/openapi.json").status_code == 401
+
+
+# --- the document's limits are the ones the API enforces -------------------------------------
+
+def _string_limits(document: dict, schema_ref: str) -> dict[str, int]:
+    """field -> maxLength of each property of a request body that has one (nullable ones too)."""
+    schema = document["components"]["schemas"][schema_ref.rsplit("/", 1)[-1]]
+    return {
+        field: variant["maxLength"]
+        for field, prop in schema["properties"].items()
+        for variant in [prop, *prop.get("anyOf", [])]
+        if "maxLength" in variant
+    }
+
+
+def test_every_documented_length_limit_is_the_one_enforced(client, twilio_api):
+    """Each string limit a request body documents takes exactly that many characters and refuses
+    one more with the body's 400, so the document and the validation cannot disagree."""
+    accept_messages(twilio_api)
+    headers = {"x-api-key": TEXTING_KEY}
+    fresh = itertools.count()
+
+    def new_chat() -> str:
+        return client.post(f"{TEXTING}/chat/create", headers=headers).get_json()["conversation_id"]
+
+    def new_destination() -> str:
+        name = f"Desk {next(fresh)}"
+        assert client.post(f"{TEXTING}/handoff_destinations", json={"name": name, "method": "bye"}, headers=headers).status_code == 201
+        return name
+
+    # (method, path template) -> (the path to send to, made afresh for each request; a valid body)
+    takers = {
+        ("post", "/chat/create"): (lambda: "/chat/create", lambda: {}),
+        ("post", "/chat/respond"): (lambda: "/chat/respond", lambda: {"conversation_id": new_chat(), "message": "hi"}),
+        ("post", "/chat/close"): (lambda: "/chat/close", lambda: {"conversation_id": new_chat()}),
+        ("post", "/sms"): (lambda: "/sms", lambda: {"to": CUSTOMER, "body": "hi"}),
+        ("post", "/handoff_destinations"): (
+            lambda: "/handoff_destinations",
+            lambda: {"name": f"Desk {next(fresh)}", "method": "bye"},
+        ),
+        ("patch", "/handoff_destinations/{name}"): (lambda: f"/handoff_destinations/{new_destination()}", lambda: {}),
+        ("post", "/conversations/{conversation_id}/handoff"): (
+            lambda: f"/conversations/{new_chat()}/handoff",
+            lambda: {},
+        ),
+    }
+    document = client.get("/openapi.json").get_json()
+    base = "/v1/{account_id}/{project_id}"
+    bodies = {
+        (method, path.removeprefix(base)): operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if method != "parameters" and "requestBody" in operation
+    }
+    assert set(bodies) == set(takers), "give each operation that takes a body a valid one above"
+
+    checked = {}
+    for (method, template), schema_ref in bodies.items():
+        path_of, body_of = takers[(method, template)]
+        for field, limit in _string_limits(document, schema_ref).items():
+            at_limit = client.open(
+                TEXTING + path_of(), method=method.upper(), json={**body_of(), field: "x" * limit}, headers=headers
+            )
+            assert at_limit.status_code != 400, (template, field, at_limit.get_json())
+            over = client.open(
+                TEXTING + path_of(), method=method.upper(), json={**body_of(), field: "x" * (limit + 1)}, headers=headers
+            )
+            assert over.status_code == 400, (template, field)
+            assert over.get_json()["error"]["code"] != "invalid_json", (template, field)
+            checked[(template, field)] = limit
+    assert checked[("/sms", "body")] == messaging.MAX_BODY_LENGTH
+    assert checked[("/chat/respond", "message")] == chat.MAX_MESSAGE_LENGTH
+    assert checked[("/handoff_destinations", "name")] == 100

@@ -9,14 +9,18 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gateway.infra.safe_text import NO_NUL
 
-E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+
+#: ASCII digits only (Python's \d takes any script's): the API documents and checks it as is.
+E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
+E164 = re.compile(E164_PATTERN)
 _E164_WITH_EXTENSION = re.compile(r"^(\+[1-9]\d{1,14});ext=(\d{1,10})$")
 _SIP_URI = re.compile(r"^sips?:[^\s<>\"?&]+$", re.IGNORECASE)
 _EXTENSION = re.compile(r"^\d{1,15}$")
@@ -126,17 +130,23 @@ def parse_route(route: str, *, method: Method, sip_domain: str | None) -> Route:
     )
 
 
+#: A destination's name, wherever a body may carry one (a PATCH may leave it out).
+DestinationName = Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL)]
+
+
 class Destination(BaseModel):
     """A handoff destination as the operator writes it (SPEC §2)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str = Field(min_length=1, max_length=100)
-    description: str = Field("", max_length=500)
-    method: Method = "refer"
-    route: str | None = None
+    name: DestinationName
+    description: str = Field("", max_length=500, pattern=NO_NUL)
+    method: Method = Field("refer", description="refer is the default")
+    route: str | None = Field(
+        None, description="E.164, E.164;ext=N, sip:/sips: URI, or an extension with sip_domain; none for bye"
+    )
     timeout: int | None = Field(None, ge=5, le=600)
-    sip_headers: dict[str, str] = Field(default_factory=dict)
+    sip_headers: dict[str, str] = Field(default_factory=dict, description="names start with X-; values may hold $variables")
     utterance: str | None = Field(None, max_length=1000)
     reason: str | None = Field(None, max_length=200)
     handoff_keywords: list[str] = Field(default_factory=list)

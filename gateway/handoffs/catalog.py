@@ -15,7 +15,7 @@ from sqlmodel import Session
 from gateway.storage import project_store
 from gateway.config.file import ProjectConfig
 from gateway.config.destinations import Destination, check_destination, name_key
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, invalid_input
 from gateway.storage.models import StoredDestination
 
 Source = Literal["config", "database"]
@@ -55,12 +55,7 @@ def validate(body: dict, project: ProjectConfig) -> Destination:
     try:
         destination = Destination.model_validate(body)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or None
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = "unknown field"
-        raise GatewayError(400, "invalid_destination", f"{field}: {message}", field) from None
+        raise invalid_input(error, Destination, "invalid_destination") from None
     problem = check_destination(destination, sip_domain=project.sip_domain)
     if problem:
         field, message = problem

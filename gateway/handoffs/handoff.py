@@ -7,8 +7,11 @@ that fails one attempt and starts the next does both in one transaction. No Flas
 from __future__ import annotations
 
 import re
-from datetime import datetime
 
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, StringConstraints, TypeAdapter
 from sqlmodel import Session
 
 from gateway.infra import jsonlog, metrics
@@ -27,22 +30,42 @@ _NEXT_STATES: dict[str | None, set[str]] = {
     COMPLETED: set(),
 }
 
-TOPIC_PATTERN = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
-
 
 class TransitionError(Exception):
     """A state change the lifecycle does not allow; the message says what is allowed."""
 
 
-def check_topic(topic: str) -> str:
-    """A topic is any snake_case name that is not one of the lifecycle states."""
-    if not isinstance(topic, str) or not TOPIC_PATTERN.match(topic):
+TOPIC_PATTERN = r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$"
+
+
+def _a_topic(topic: str) -> str:
+    """Checked here rather than by a pydantic pattern, whose refusal only quotes the regex."""
+    if not re.fullmatch(TOPIC_PATTERN, topic):
         raise ValueError(f"topic {topic!r} must be a snake_case name such as customer_refund")
-    if len(topic) > 64:
-        raise ValueError(f"topic must be at most 64 characters, not {len(topic)}")
     if topic in LIFECYCLE_STATES:
         raise ValueError(f"{topic} is a lifecycle state, not a topic")
     return topic
+
+
+#: A topic state: any snake_case name that is not one of the lifecycle states. Request bodies
+#: declare their topic with it, so /openapi.json states these very limits. The pattern and the
+#: "not one of" are given to the schema by hand: pydantic derives neither from a validator, and
+#: its own pattern check would answer with the regex instead of what to write.
+Topic = Annotated[
+    str,
+    StringConstraints(max_length=64),
+    AfterValidator(_a_topic),
+    Field(
+        description="A snake_case topic state such as customer_refund; not one of the lifecycle states.",
+        json_schema_extra={"pattern": TOPIC_PATTERN, "not": {"enum": list(LIFECYCLE_STATES)}},
+    ),
+]
+_TOPIC = TypeAdapter(Topic)
+
+
+def check_topic(topic: str) -> str:
+    """The topic, or a ValueError (pydantic's ValidationError) that says what is wrong with it."""
+    return _TOPIC.validate_python(topic)
 
 
 def can_initiate(conversation: Conversation) -> bool:

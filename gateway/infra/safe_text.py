@@ -13,6 +13,13 @@ _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010fff
 
 _UNSTORABLE_CHAR = re.compile("[\x00\ud800-\udfff]")
 
+#: The same refusal as JSON Schema patterns, for pydantic fields: it checks them and /openapi.json
+#: shows them, so the fuzzer knows NUL is refused. (JSON text is checked as a whole first, by
+#: `is_storable`; the patterns say what that means for one field.)
+NO_NUL = "^[^\\u0000]*$"
+#: No NUL, and something besides whitespace: for values that must say something.
+NOT_BLANK = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+
 
 def xml_legal(text: str) -> str:
     return _NOT_XML_CHAR.sub("", text)

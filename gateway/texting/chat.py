@@ -8,9 +8,10 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import Annotated
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 from sqlmodel import Session
 
 from gateway.handoffs import catalog, handoff
@@ -18,8 +19,9 @@ from gateway.infra import strict_json
 from gateway.storage import message_store
 from gateway.config.file import ProjectConfig
 from gateway.config.destinations import Destination
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, Refusal
 from gateway.storage.models import Conversation, utcnow
+from gateway.infra.safe_text import NOT_BLANK
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,14 @@ log = logging.getLogger(__name__)
 ASSISTANT_TIMEOUT_SECONDS = 5.0
 MAX_MESSAGE_LENGTH = 4000
 CHAT_CHANNELS = ("chat", "sms")
+
+INVALID_MESSAGE = Refusal(
+    "invalid_message", f"`message` must be text that is not blank, of at most {MAX_MESSAGE_LENGTH} characters."
+)
+#: A customer's turn: some text, not all whitespace. The chat API takes (and documents) its
+#: `message` as one; `respond` checks it again for the SMS threads, whose texts come from Twilio.
+CustomerMessage = Annotated[str, StringConstraints(max_length=MAX_MESSAGE_LENGTH, pattern=NOT_BLANK), INVALID_MESSAGE]
+_CUSTOMER_MESSAGE = TypeAdapter(CustomerMessage)
 
 DEFAULT_HANDOFF_REPLY = "Let me connect you with someone from our team."
 APOLOGY = "Sorry, we cannot answer right now. Please try again in a few minutes."
@@ -39,12 +49,7 @@ class AssistantHandoff(BaseModel):
     reason: str | None = Field(None, max_length=200)
     utterance: str | None = Field(None, max_length=1000)
     data: dict = Field(default_factory=dict)
-    topic: str | None = None
-
-    @field_validator("topic")
-    @classmethod
-    def _snake_case(cls, topic: str | None) -> str | None:
-        return handoff.check_topic(topic) if topic is not None else None
+    topic: handoff.Topic | None = None
 
 
 class AssistantAnswer(BaseModel):
@@ -107,10 +112,10 @@ def respond(session: Session, project: ProjectConfig, conversation: Conversation
     The customer's message is committed before the assistant is asked (no lock is held while it
     thinks, and a failed turn keeps it); the reply or handoff is committed at the end.
     """
-    if not isinstance(message, str) or not message.strip():
-        raise GatewayError(400, "invalid_message", "`message` must be non-empty text.")
-    if len(message) > MAX_MESSAGE_LENGTH:
-        raise GatewayError(400, "invalid_message", f"`message` has {len(message)} characters; at most {MAX_MESSAGE_LENGTH}.")
+    try:
+        _CUSTOMER_MESSAGE.validate_python(message)
+    except ValidationError:
+        raise INVALID_MESSAGE.error("message") from None
     check_open(conversation)
     message_store.add_chat_message(session, conversation, role="customer", text=message)
     session.commit()

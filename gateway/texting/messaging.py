@@ -231,36 +231,22 @@ def _may_send(number: NumberConfig) -> bool:
     return number.a2p_10dlc == "registered" or (number.a2p_10dlc is None and number.messaging_service_sid is not None)
 
 
-def check_input(to: object, body: object, from_number: object) -> tuple[str, str, str | None]:
-    """SPEC §5's first check: 400 with the field to fix."""
-    if not isinstance(to, str) or not E164.match(to.strip()):
-        raise GatewayError(400, "invalid_to", "`to` must be a phone number in E.164 form, e.g. +14155550123.")
-    if not isinstance(body, str) or not body.strip():
-        raise GatewayError(400, "invalid_body", "`body` must be non-empty text.")
-    if len(body) > MAX_BODY_LENGTH:
-        raise GatewayError(
-            400, "invalid_body", f"`body` has {len(body)} characters; Twilio takes at most {MAX_BODY_LENGTH}."
-        )
-    if from_number is not None and (not isinstance(from_number, str) or not E164.match(from_number.strip())):
-        raise GatewayError(400, "invalid_from", "`from` must be one of the project's numbers in E.164 form, or left out.")
-    return to.strip(), body, from_number.strip() if isinstance(from_number, str) else None
-
-
 def send_sms(
     session: Session,
     outbox: Outbox,
     project: ProjectConfig,
     *,
-    to: object,
-    body: object,
-    from_number: object = None,
+    to: str,
+    body: str,
+    from_number: str | None = None,
     conversation_id: str | None = None,
 ) -> SmsMessage:
-    """Check in SPEC order (input, opt-out, 10DLC), then send once and keep the message (committed).
+    """Check in SPEC order (the input's sender, opt-out, 10DLC), then send once and keep the message
+    (committed). The input's shape is checked before: the API's by its `SmsRequest` body, and a
+    handoff note is made to fit.
 
     Nothing is written before Twilio answers, so no lock is held while it is asked.
     """
-    to, body, from_number = check_input(to, body, from_number)
     try:
         sender = choose_sender(project, from_number)
         if message_store.is_opted_out(session, project.key, to):

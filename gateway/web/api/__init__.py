@@ -1,17 +1,19 @@
 """The HTTP API for assistants and integrators: /v1/{account_id}/{project_id}/... (SPEC §5)."""
 from __future__ import annotations
 
+import functools
+
 from flask import Blueprint, current_app, g, jsonify, request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gateway import presenters
 from gateway.infra import strict_json
 from gateway.storage import store
-from gateway.web.api import openapi
 from gateway.storage.apikeys import KeyCheck, check_key
 from gateway.infra.safe_text import is_storable
 from gateway.web import current_gateway, db
-from gateway.errors import GatewayError
+from gateway.web.api import openapi, schemas
+from gateway.errors import GatewayError, invalid_input
 
 
 bp = Blueprint("api", __name__, url_prefix="/v1/<account_id>/<project_id>")
@@ -87,14 +89,44 @@ def json_body(*, optional: bool = False) -> dict:
     return body
 
 
-def validation_error(error: ValidationError) -> GatewayError:
-    """The first problem pydantic found, as a 400 naming the field."""
-    first = error.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "body"
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "unknown field; check the spelling"
-    return GatewayError(400, "invalid_request", f"{field}: {message}")
+def operation(
+    summary: str,
+    *,
+    responses: dict,
+    body: type[BaseModel] | None = None,
+    body_required: bool = True,
+    refused_as: str = "invalid_request",
+    description: str | None = None,
+    parameters: list[dict] | None = None,
+):
+    """Declare a /v1 view for /openapi.json (see `openapi.Operation` for the fields).
+
+    With `body`, the view is called with `body=`: the JSON body validated by that model, the one
+    the document shows. A body it refuses is a 400: its field's own `Refusal`, or `refused_as`.
+    """
+
+    def declare(view):
+        if body is None:
+            declared = view
+        else:
+
+            @functools.wraps(view)
+            def declared(**values):
+                return view(body=_validated_body(body, body_required, refused_as), **values)
+
+        declared.openapi_operation = openapi.Operation(
+            summary, responses, body, body_required, description, tuple(parameters or ())
+        )
+        return declared
+
+    return declare
+
+
+def _validated_body(model: type[BaseModel], required: bool, refused_as: str) -> BaseModel:
+    try:
+        return model.model_validate(json_body(optional=not required))
+    except ValidationError as error:
+        raise invalid_input(error, model, refused_as) from None
 
 
 def conversation_or_404(*, conversation_id: str | None = None, shared_id: str | None = None):
@@ -108,6 +140,18 @@ def conversation_or_404(*, conversation_id: str | None = None, shared_id: str | 
 
 
 @bp.get("/handoff_state")
+@operation(
+    "Read a conversation's handoff state (screen-pop); shared_id wins over id.",
+    responses={
+        200: (schemas.HandoffState, "The handoff state."),
+        400: "Neither id nor shared_id given (missing_identifier).",
+        404: "No such conversation (conversation_not_found).",
+    },
+    parameters=[
+        openapi.query("id", "The conversation id the gateway made."),
+        openapi.query("shared_id", "Your own identifier for the conversation."),
+    ],
+)
 def handoff_state():
     """Screen-pop: the handoff state by id or shared_id (shared_id wins when both are given)."""
     conversation_id = request.args.get("id") or None
@@ -119,71 +163,17 @@ def handoff_state():
 
 
 @bp.get("/openapi.json")
+@operation(
+    "This document (also served at /openapi.json without a key).",
+    responses={200: (schemas.OpenApiDocument, "The OpenAPI document.")},
+)
 def openapi_document():
     """The API's description where SPEC §5 lists it, under the base (so with a key)."""
     return jsonify(current_app.extensions["openapi"])
 
 
-def register(app, modules: list) -> None:
-    """The blueprint (its routes come from `modules`) and /openapi.json."""
+def register(app) -> None:
+    """The blueprint, with the routes every API module gave it, and /openapi.json made from them."""
     app.register_blueprint(bp)
-    document = app.extensions["openapi"] = openapi.build(modules)
+    document = app.extensions["openapi"] = openapi.build(app, bp.name)
     app.add_url_rule("/openapi.json", "openapi", lambda: jsonify(document))
-
-OPENAPI_SCHEMAS = {
-    "HistoryEntry": {
-        "type": "object",
-        "required": ["state", "at", "destination", "detail"],
-        "properties": {
-            "state": {"type": "string", "description": "handoff_initiated, handoff_completed, handoff_failed or a topic"},
-            "at": {"type": "string", "format": "date-time"},
-            "destination": openapi.nullable("string"),
-            "detail": openapi.nullable("string", description="Twilio's status and SIP code for this step"),
-        },
-    },
-    "HandoffState": {
-        "type": "object",
-        "required": ["id", "shared_id", "data", "state", "topic", "handoff"],
-        "properties": {
-            "id": {"type": "string"},
-            "shared_id": openapi.nullable("string"),
-            "data": {"type": "object", "additionalProperties": True},
-            "state": openapi.nullable("string", enum=["handoff_initiated", "handoff_completed", "handoff_failed", None]),
-            "topic": openapi.nullable("string"),
-            "handoff": {
-                "type": "object",
-                "required": ["destination", "reason", "utterance", "attempts", "updated_at", "history"],
-                "properties": {
-                    "destination": openapi.nullable("string"),
-                    "reason": openapi.nullable("string"),
-                    "utterance": openapi.nullable("string"),
-                    "attempts": {"type": "integer", "minimum": 0},
-                    "updated_at": {"type": "string", "format": "date-time"},
-                    "history": {"type": "array", "items": openapi.ref("HistoryEntry")},
-                },
-            },
-        },
-    },
-}
-
-OPENAPI_PATHS = {
-    "/openapi.json": {
-        "get": openapi.operation(
-            "This document (also served at /openapi.json without a key).",
-            {"200": {"description": "The OpenAPI document.", **openapi.json_content({"type": "object"})}},
-        )
-    },
-    "/handoff_state": {
-        "get": openapi.operation(
-            "Read a conversation's handoff state (screen-pop); shared_id wins over id.",
-            {
-                "200": {"description": "The handoff state.", **openapi.json_content(openapi.ref("HandoffState"))},
-                "400": openapi.error("Neither id nor shared_id given (missing_identifier)."),
-            },
-            parameters=[
-                openapi.query("id", "The conversation id the gateway made."),
-                openapi.query("shared_id", "Your own identifier for the conversation."),
-            ],
-        )
-    }
-}

@@ -7,16 +7,13 @@ import json
 from datetime import datetime, timezone
 
 from flask import g, jsonify, request
-from pydantic import ValidationError
 
 from gateway import presenters
 from gateway.storage import search, store
-from gateway.web.api import openapi
-from gateway.handoffs.handoff import LIFECYCLE_STATES
 from gateway.errors import GatewayError
-from gateway.handoff_requests import HandoffRequest, request_handoff
+from gateway.handoff_requests import request_handoff
 from gateway.web import current_gateway, db
-from gateway.web.api import bp, conversation_or_404, json_body, validation_error
+from gateway.web.api import bp, conversation_or_404, openapi, operation, schemas
 from gateway.web.callbacks import call_flow
 
 DEFAULT_PAGE = 50
@@ -24,25 +21,67 @@ MAX_PAGE = 200
 
 
 @bp.post("/conversations/<conversation_id>/handoff")
-def handoff(conversation_id: str):
+@operation(
+    "Hand the conversation to a destination; a live call is redirected through Twilio.",
+    body=schemas.HandoffRequest,
+    body_required=False,
+    responses={
+        202: (schemas.HandoffState, "Handoff initiated."),
+        400: "Malformed body (invalid_json, invalid_request).",
+        404: "No such conversation or destination (conversation_not_found, destination_not_found).",
+        409: "A handoff already in progress or done (handoff_in_progress), a call that ended "
+        "(call_ended) or a chat closed without one (conversation_closed).",
+        502: "Twilio refused or did not answer; handoff_failed is recorded.",
+        503: "Twilio credentials are not configured (twilio_not_configured).",
+    },
+)
+def handoff(conversation_id: str, body: schemas.HandoffRequest):
     """Hand the conversation to a destination, with reason, utterance, data and topic."""
     conversation_or_404(conversation_id=conversation_id)
-    try:
-        handoff_request = HandoffRequest.model_validate(json_body(optional=True))
-    except ValidationError as error:
-        raise validation_error(error) from None
     conversation = request_handoff(
         db(),
         g.project,
         conversation_id,
-        handoff_request,
+        body,
         twilio=current_gateway().twilio,
         flow=call_flow(),
     )
     return jsonify(presenters.handoff_state(conversation, store.history(db(), conversation.id))), 202
 
 
+_LIST_PARAMETERS = [
+    openapi.query("call_sid", "Twilio's CallSid."),
+    openapi.query("shared_id", "Your own identifier for the conversation."),
+    openapi.query(
+        "q",
+        "One search box: a shared_id, CallSid or conversation id (exact), or a phone number in any common "
+        "form (`(415) 555-1234`, `+1 415 555 1234`) matched as the caller or the project number called. "
+        "A number without a country code is read as one of the country of the project's numbers.",
+    ),
+    openapi.query("state", "A lifecycle state."),
+    openapi.query("topic", "A topic state."),
+    openapi.query("from", "The caller's number."),
+    openapi.query("to", "The called number."),
+    openapi.query("since", "Started at or after (ISO 8601).", {"type": "string", "format": "date-time"}),
+    openapi.query("until", "Started before (ISO 8601).", {"type": "string", "format": "date-time"}),
+    openapi.query("limit", f"Page size, 1 to {MAX_PAGE}.", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+    openapi.query(
+        "cursor",
+        "Opaque: the next_cursor of the previous page, as given; any other value is 400 invalid_cursor.",
+        {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+    ),
+]
+
+
 @bp.get("/conversations")
+@operation(
+    "List conversations, newest first.",
+    responses={
+        200: (schemas.ConversationPage, "A page of conversations."),
+        400: "A filter, limit or cursor is malformed (invalid_parameter, invalid_cursor).",
+    },
+    parameters=_LIST_PARAMETERS,
+)
 def list_conversations():
     """Newest first, filtered, paged with an opaque cursor."""
     args = request.args
@@ -65,6 +104,13 @@ def list_conversations():
 
 
 @bp.get("/conversations/<conversation_id>")
+@operation(
+    "One conversation with its handoff state.",
+    responses={
+        200: (schemas.ConversationDetail, "The conversation."),
+        404: "No such conversation (conversation_not_found).",
+    },
+)
 def get_conversation(conversation_id: str):
     conversation = conversation_or_404(conversation_id=conversation_id)
     return jsonify(presenters.conversation_detail(conversation, store.history(db(), conversation.id)))
@@ -106,137 +152,3 @@ def _cursor_arg() -> tuple[datetime, str] | None:
         return _in_utc(datetime.fromisoformat(started_at)), str(conversation_id)
     except (ValueError, TypeError, OverflowError, binascii.Error):
         raise GatewayError(400, "invalid_cursor", "cursor is not one this API gave out; start again without it.") from None
-
-
-#: Surrounding spaces are trimmed, so a value must hold something else.
-_NOT_BLANK = "^[^\\u0000]*\\S[^\\u0000]*$"
-
-OPENAPI_SCHEMAS = {
-    "Conversation": {
-        "type": "object",
-        "required": ["id", "shared_id", "channel", "call_sid", "from", "to", "state", "topic", "started_at"],
-        "properties": {
-            "id": {"type": "string"},
-            "shared_id": openapi.nullable("string"),
-            "channel": {"type": "string", "enum": ["voice", "sms", "chat"]},
-            "call_sid": openapi.nullable("string"),
-            "from": openapi.nullable("string"),
-            "to": openapi.nullable("string"),
-            "state": openapi.nullable("string"),
-            "topic": openapi.nullable("string"),
-            "destination": openapi.nullable("string"),
-            "reason": openapi.nullable("string"),
-            "attempts": {"type": "integer"},
-            "call_status": openapi.nullable("string"),
-            "duration_seconds": openapi.nullable("integer"),
-            "started_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
-            "ended_at": openapi.nullable("string", format="date-time"),
-        },
-    },
-    "ConversationPage": {
-        "type": "object",
-        "required": ["items", "next_cursor"],
-        "properties": {
-            "items": {"type": "array", "items": openapi.ref("Conversation")},
-            "next_cursor": openapi.nullable("string"),
-        },
-    },
-    "ConversationDetail": {
-        "allOf": [
-            openapi.ref("Conversation"),
-            {
-                "type": "object",
-                "required": ["data", "handoff"],
-                "properties": {
-                    "data": {"type": "object", "additionalProperties": True},
-                    "handoff": {"type": "object"},
-                },
-            },
-        ]
-    },
-    "HandoffRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "destination": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": 100,
-                "pattern": _NOT_BLANK,
-                "description": "Defaults to the project's default_destination.",
-            },
-            "reason": openapi.text(maxLength=200),
-            "utterance": openapi.text(maxLength=1000),
-            "data": {"type": "object", "additionalProperties": True, "description": "Free-form; no string in it may hold NUL."},
-            "topic": {
-                "type": "string",
-                "maxLength": 64,
-                "pattern": "^[a-z][a-z0-9]*(_[a-z0-9]+)*$",
-                "not": {"enum": list(LIFECYCLE_STATES)},
-                "description": "A snake_case topic state; not one of the lifecycle states.",
-            },
-            "shared_id": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": _NOT_BLANK},
-        },
-    },
-}
-
-_LIST_PARAMETERS = [
-    openapi.query("call_sid", "Twilio's CallSid."),
-    openapi.query("shared_id", "Your own identifier for the conversation."),
-    openapi.query(
-        "q",
-        "One search box: a shared_id, CallSid or conversation id (exact), or a phone number in any common "
-        "form (`(415) 555-1234`, `+1 415 555 1234`) matched as the caller or the project number called. "
-        "A number without a country code is read as one of the country of the project's numbers.",
-    ),
-    openapi.query("state", "A lifecycle state."),
-    openapi.query("topic", "A topic state."),
-    openapi.query("from", "The caller's number."),
-    openapi.query("to", "The called number."),
-    openapi.query("since", "Started at or after (ISO 8601).", {"type": "string", "format": "date-time"}),
-    openapi.query("until", "Started before (ISO 8601).", {"type": "string", "format": "date-time"}),
-    openapi.query("limit", f"Page size, 1 to {MAX_PAGE}.", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
-    openapi.query(
-        "cursor",
-        "Opaque: the next_cursor of the previous page, as given; any other value is 400 invalid_cursor.",
-        {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
-    ),
-]
-
-OPENAPI_PATHS = {
-    "/conversations": {
-        "get": openapi.operation(
-            "List conversations, newest first.",
-            {
-                "200": {"description": "A page of conversations.", **openapi.json_content(openapi.ref("ConversationPage"))},
-                "400": openapi.error("A filter, limit or cursor is malformed."),
-            },
-            parameters=_LIST_PARAMETERS,
-        )
-    },
-    "/conversations/{conversation_id}": {
-        "parameters": [openapi.path_param("account_id"), openapi.path_param("project_id"), openapi.path_param("conversation_id")],
-        "get": openapi.operation(
-            "One conversation with its handoff state.",
-            {"200": {"description": "The conversation.", **openapi.json_content(openapi.ref("ConversationDetail"))}},
-        ),
-    },
-    "/conversations/{conversation_id}/handoff": {
-        "parameters": [openapi.path_param("account_id"), openapi.path_param("project_id"), openapi.path_param("conversation_id")],
-        "post": openapi.operation(
-            "Hand the conversation to a destination; a live call is redirected through Twilio.",
-            {
-                "202": {"description": "Handoff initiated.", **openapi.json_content(openapi.ref("HandoffState"))},
-                "400": openapi.error("Malformed body (invalid_json, invalid_request)."),
-                "409": openapi.error(
-                    "A handoff already in progress or done (handoff_in_progress), a call that ended "
-                    "(call_ended) or a chat closed without one (conversation_closed)."
-                ),
-                "502": openapi.error("Twilio refused or did not answer; handoff_failed is recorded."),
-                "503": openapi.error("Twilio credentials are not configured."),
-            },
-            body=openapi.ref("HandoffRequest"),
-        ),
-    },
-}

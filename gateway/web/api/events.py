@@ -6,16 +6,42 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.config import event_types
 from gateway.events import journal
-from gateway.web.api import openapi
 from gateway.web import current_gateway, db
-from gateway.web.api import bp
+from gateway.web.api import bp, openapi, operation, schemas
 from gateway.errors import GatewayError
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 
+#: What `types` documents: each type, and the globs integrators use most (any glob works).
+TYPE_CHOICES = [*event_types.EVENT_TYPES, "handoff.*", "conversation.*", "*"]
+
 
 @bp.get("/events")
+@operation(
+    "List the project's handoff events in order, after a cursor (the pull side of event_webhooks).",
+    responses={
+        200: (schemas.EventPage, "A page of events."),
+        400: "after, types or limit is malformed (invalid_cursor, invalid_parameter).",
+    },
+    parameters=[
+        openapi.query(
+            "after",
+            "The next_cursor of the previous page; leave out to start from the oldest event kept.",
+            {"type": "string", "pattern": "^[0-9]{1,18}$"},
+        ),
+        {
+            **openapi.query(
+                "types",
+                "Comma-separated event types or globs, e.g. handoff.*,conversation.ended; all types when absent.",
+                {"type": "array", "minItems": 1, "items": {"type": "string", "enum": TYPE_CHOICES}},
+            ),
+            "style": "form",
+            "explode": False,
+        },
+        openapi.query("limit", f"Page size, 1 to {MAX_PAGE}.", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+    ],
+)
 def list_events():
     """Events after a cursor, oldest first; `next_cursor` is where to continue (the same when nothing is new)."""
     after = _after_arg()
@@ -59,59 +85,3 @@ def _limit_arg() -> int:
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
         raise GatewayError(400, "invalid_parameter", f"limit must be a whole number from 1 to {MAX_PAGE}.")
     return int(value)
-
-
-#: What `types` documents: each type, and the globs integrators use most (any glob works).
-TYPE_CHOICES = [*event_types.EVENT_TYPES, "handoff.*", "conversation.*", "*"]
-
-OPENAPI_SCHEMAS = {
-    "Event": {
-        "type": "object",
-        "required": ["id", "type", "created_at", "account_id", "project_id", "data"],
-        "properties": {
-            "id": {"type": "string", "description": "Unique; the same in every delivery of this event (webhook-id)."},
-            "type": {"type": "string", "enum": list(event_types.EVENT_TYPES)},
-            "created_at": {"type": "string", "format": "date-time"},
-            "account_id": {"type": "string"},
-            "project_id": {"type": "string"},
-            "data": openapi.ref("HandoffState"),
-        },
-    },
-    "EventPage": {
-        "type": "object",
-        "required": ["items", "next_cursor"],
-        "properties": {
-            "items": {"type": "array", "items": openapi.ref("Event")},
-            "next_cursor": {"type": "string", "description": "Pass as `after` to get the events that follow."},
-        },
-    },
-}
-
-OPENAPI_PATHS = {
-    "/events": {
-        "get": openapi.operation(
-            "List the project's handoff events in order, after a cursor (the pull side of event_webhooks).",
-            {
-                "200": {"description": "A page of events.", **openapi.json_content(openapi.ref("EventPage"))},
-                "400": openapi.error("after, types or limit is malformed (invalid_cursor, invalid_parameter)."),
-            },
-            parameters=[
-                openapi.query(
-                    "after",
-                    "The next_cursor of the previous page; leave out to start from the oldest event kept.",
-                    {"type": "string", "pattern": "^[0-9]{1,18}$"},
-                ),
-                {
-                    **openapi.query(
-                        "types",
-                        "Comma-separated event types or globs, e.g. handoff.*,conversation.ended; all types when absent.",
-                        {"type": "array", "minItems": 1, "items": {"type": "string", "enum": TYPE_CHOICES}},
-                    ),
-                    "style": "form",
-                    "explode": False,
-                },
-                openapi.query("limit", f"Page size, 1 to {MAX_PAGE}.", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
-            ],
-        )
-    }
-}

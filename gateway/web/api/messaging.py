@@ -6,26 +6,41 @@ from flask import g, jsonify
 from gateway import presenters
 from gateway.storage import message_store
 from gateway.texting import chat, messaging
-from gateway.web.api import openapi
 from gateway.errors import GatewayError
 from gateway.web import db
-from gateway.web.api import bp, conversation_or_404, json_body
+from gateway.web.api import bp, conversation_or_404, operation, schemas
 from gateway.web.outbox import outbox
-
-MAX_SHARED_ID_LENGTH = 200
 
 
 @bp.post("/sms")
-def send_sms():
+@operation(
+    "Send a text from one of the project's numbers",
+    description="Checks in order: input (400), recipient opted out (422 `recipient_opted_out`), "
+    "A2P 10DLC for US long-code senders (422 `a2p_10dlc_unregistered`). Refused means nothing is sent.",
+    body=schemas.SmsRequest,
+    responses={
+        201: (schemas.Message, "Sent to Twilio; `sid` is Twilio's message SID."),
+        400: "Bad input: `invalid_json`, `invalid_to`, `invalid_body`, `invalid_from`.",
+        422: "Refused by a rule: `recipient_opted_out`, `a2p_10dlc_unregistered`, `no_sender`, or "
+        "`twilio_error` (Twilio refused it; `twilio_code` and `explanation` say why).",
+        502: "`twilio_error`: Twilio failed or could not check the A2P 10DLC campaign.",
+        503: "`twilio_not_configured` (no Twilio credentials) or `twilio_unreachable` (nothing sent).",
+        504: "`twilio_no_answer`: the message may have been sent; it was not retried.",
+    },
+)
+def send_sms(body: schemas.SmsRequest):
     """Send a text from one of the project's numbers, after the opt-out and A2P 10DLC checks."""
-    body = json_body()
     message = messaging.send_sms(
-        db(), outbox(), g.project, to=body.get("to"), body=body.get("body"), from_number=body.get("from")
+        db(), outbox(), g.project, to=body.to, body=body.body, from_number=body.from_number
     )
     return jsonify(_message_view(message)), 201
 
 
 @bp.get("/messages/<sid>")
+@operation(
+    "A text's delivery status, with its error code explained",
+    responses={200: (schemas.Message, "The message."), 404: "`message_not_found`."},
+)
 def get_message(sid: str):
     """A text's delivery status, with Twilio's error code explained."""
     message = message_store.message_by_sid(db(), sid, g.project.key)
@@ -40,15 +55,18 @@ def _message_view(message) -> dict:
 
 
 @bp.post("/chat/create")
-def chat_create():
+@operation(
+    "Open a web chat",
+    body=schemas.ChatCreateRequest,
+    body_required=False,
+    responses={
+        201: (schemas.ChatCreated, "The new chat."),
+        400: "`invalid_json`, `invalid_shared_id`, `invalid_data`.",
+    },
+)
+def chat_create(body: schemas.ChatCreateRequest):
     """Open a web chat; `shared_id` and `data` travel with any handoff it ends in. No body is fine."""
-    body = json_body(optional=True)
-    shared_id, data = body.get("shared_id"), body.get("data", {})
-    if shared_id is not None and (not isinstance(shared_id, str) or not 0 < len(shared_id) <= MAX_SHARED_ID_LENGTH):
-        raise GatewayError(400, "invalid_shared_id", f"`shared_id` must be text of 1 to {MAX_SHARED_ID_LENGTH} characters.")
-    if not isinstance(data, dict):
-        raise GatewayError(400, "invalid_data", "`data` must be a JSON object.")
-    conversation = chat.start(db(), g.project, shared_id=shared_id, data=data)
+    conversation = chat.start(db(), g.project, shared_id=body.shared_id, data=body.data)
     return (
         jsonify(
             {
@@ -64,11 +82,23 @@ def chat_create():
 
 
 @bp.post("/chat/respond")
-def chat_respond():
+@operation(
+    "Take one turn of a chat",
+    description="The project's assistant_webhook answers (or, without one, the destinations' "
+    "handoff_keywords decide). A handoff ends the chat; later turns get 409.",
+    body=schemas.ChatRespondRequest,
+    responses={
+        200: (schemas.ChatTurn, "The reply, and the handoff when the chat ends in one."),
+        400: "`invalid_json`, `missing_conversation_id`, `invalid_message`.",
+        404: "`conversation_not_found`.",
+        409: "`conversation_handed_off`, `conversation_closed` or `not_a_chat`.",
+        502: "`assistant_error`: the assistant failed; the conversation stays open.",
+    },
+)
+def chat_respond(body: schemas.ChatRespondRequest):
     """One turn: the assistant's (or the keywords') reply, or the handoff that ends the chat."""
-    body = json_body()
-    conversation = _conversation(body)
-    turn = chat.respond(db(), g.project, conversation, body.get("message"))
+    conversation = conversation_or_404(conversation_id=body.conversation_id)
+    turn = chat.respond(db(), g.project, conversation, body.message)
     answer = {"conversation_id": conversation.id, "response": turn.response, "end_conversation": turn.handoff is not None}
     if turn.handoff is not None:
         answer["handoff"] = {"destination": turn.handoff.name, "reason": conversation.reason}
@@ -76,9 +106,19 @@ def chat_respond():
 
 
 @bp.post("/chat/close")
-def chat_close():
+@operation(
+    "Close a chat or SMS thread",
+    body=schemas.ChatCloseRequest,
+    responses={
+        200: (schemas.ChatClosed, "Closed (closing twice is fine)."),
+        400: "`invalid_json`, `missing_conversation_id`.",
+        404: "`conversation_not_found`.",
+        409: "`not_a_chat`.",
+    },
+)
+def chat_close(body: schemas.ChatCloseRequest):
     """End a chat or SMS thread (idempotent); the transcript stays."""
-    conversation = _conversation(json_body())
+    conversation = conversation_or_404(conversation_id=body.conversation_id)
     chat.close(db(), conversation)
     return jsonify(
         {"conversation_id": conversation.id, "closed": True, "ended_at": presenters.timestamp(conversation.ended_at)}
@@ -86,223 +126,12 @@ def chat_close():
 
 
 @bp.get("/conversations/<conversation_id>/transcript")
+@operation(
+    "A chat's or SMS thread's messages, oldest first",
+    responses={200: (schemas.Transcript, "The transcript."), 404: "`conversation_not_found`."},
+)
 def transcript(conversation_id: str):
     """A chat's or SMS thread's messages, oldest first."""
     conversation = conversation_or_404(conversation_id=conversation_id)
     lines = message_store.transcript(db(), conversation.id)
     return jsonify({"conversation_id": conversation.id, "items": [presenters.chat_line(line) for line in lines]})
-
-
-def _conversation(body: dict):
-    conversation_id = body.get("conversation_id")
-    if not isinstance(conversation_id, str) or not conversation_id:
-        raise GatewayError(400, "missing_conversation_id", "Give the `conversation_id` that chat/create returned.")
-    return conversation_or_404(conversation_id=conversation_id)
-
-
-_error = openapi.error
-
-
-def _json(schema: str, description: str) -> dict:
-    return {"description": description, **openapi.json_content(openapi.ref(schema))}
-
-
-def _body(schema: str) -> dict:
-    return {"required": True, **openapi.json_content(openapi.ref(schema))}
-
-
-_AUTH_ERRORS = {status: openapi.AUTH_ERRORS[status] for status in ("401", "403")}
-
-OPENAPI_PATHS = {
-    "/sms": {
-        "post": {
-            "summary": "Send a text from one of the project's numbers",
-            "description": "Checks in order: input (400), recipient opted out (422 `recipient_opted_out`), "
-            "A2P 10DLC for US long-code senders (422 `a2p_10dlc_unregistered`). Refused means nothing is sent.",
-            "requestBody": _body("SmsRequest"),
-            "responses": {
-                "201": _json("Message", "Sent to Twilio; `sid` is Twilio's message SID."),
-                "400": _error("Bad input: `invalid_json`, `invalid_to`, `invalid_body`, `invalid_from`."),
-                **_AUTH_ERRORS,
-                "404": _error("Unknown project."),
-                "422": _error(
-                    "Refused by a rule: `recipient_opted_out`, `a2p_10dlc_unregistered`, `no_sender`, or "
-                    "`twilio_error` (Twilio refused it; `twilio_code` and `explanation` say why)."
-                ),
-                "502": _error("`twilio_error`: Twilio failed or could not check the A2P 10DLC campaign."),
-                "503": _error("`twilio_not_configured` (no Twilio credentials) or `twilio_unreachable` (nothing sent)."),
-                "504": _error("`twilio_no_answer`: the message may have been sent; it was not retried."),
-            },
-        }
-    },
-    "/messages/{sid}": {
-        "get": {
-            "summary": "A text's delivery status, with its error code explained",
-            "parameters": [{"name": "sid", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {
-                "200": _json("Message", "The message."),
-                **_AUTH_ERRORS,
-                "404": _error("`message_not_found`."),
-            },
-        }
-    },
-    "/chat/create": {
-        "post": {
-            "summary": "Open a web chat",
-            "requestBody": _body("ChatCreateRequest"),
-            "responses": {
-                "201": _json("ChatCreated", "The new chat."),
-                "400": _error("`invalid_json`, `invalid_shared_id`, `invalid_data`."),
-                **_AUTH_ERRORS,
-                "404": _error("Unknown project."),
-            },
-        }
-    },
-    "/chat/respond": {
-        "post": {
-            "summary": "Take one turn of a chat",
-            "description": "The project's assistant_webhook answers (or, without one, the destinations' "
-            "handoff_keywords decide). A handoff ends the chat; later turns get 409.",
-            "requestBody": _body("ChatRespondRequest"),
-            "responses": {
-                "200": _json("ChatTurn", "The reply, and the handoff when the chat ends in one."),
-                "400": _error("`invalid_json`, `missing_conversation_id`, `invalid_message`."),
-                **_AUTH_ERRORS,
-                "404": _error("`conversation_not_found`."),
-                "409": _error("`conversation_handed_off`, `conversation_closed` or `not_a_chat`."),
-                "502": _error("`assistant_error`: the assistant failed; the conversation stays open."),
-            },
-        }
-    },
-    "/chat/close": {
-        "post": {
-            "summary": "Close a chat or SMS thread",
-            "requestBody": _body("ChatCloseRequest"),
-            "responses": {
-                "200": _json("ChatClosed", "Closed (closing twice is fine)."),
-                "400": _error("`invalid_json`, `missing_conversation_id`."),
-                **_AUTH_ERRORS,
-                "404": _error("`conversation_not_found`."),
-                "409": _error("`not_a_chat`."),
-            },
-        }
-    },
-    "/conversations/{conversation_id}/transcript": {
-        "get": {
-            "summary": "A chat's or SMS thread's messages, oldest first",
-            "parameters": [{"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {
-                "200": _json("Transcript", "The transcript."),
-                **_AUTH_ERRORS,
-                "404": _error("`conversation_not_found`."),
-            },
-        }
-    },
-}
-
-_NULLABLE_STRING = {"type": "string", "nullable": True}
-_TIMESTAMP = {"type": "string", "format": "date-time"}
-
-OPENAPI_SCHEMAS = {
-    "SmsRequest": {
-        "type": "object",
-        "required": ["to", "body"],
-        "properties": {
-            "to": {"type": "string", "description": "E.164", "pattern": "^\\+[1-9][0-9]{1,14}$", "example": "+14155550123"},
-            "body": {"type": "string", "minLength": 1, "maxLength": messaging.MAX_BODY_LENGTH},
-            "from": {"type": "string", "description": "One of the project's numbers; default: the first that can send."},
-        },
-    },
-    "Message": {
-        "type": "object",
-        "properties": {
-            "sid": {"type": "string"},
-            "conversation_id": _NULLABLE_STRING,
-            "direction": {"type": "string", "enum": ["inbound", "outbound"]},
-            "from": {"type": "string"},
-            "to": {"type": "string"},
-            "body": {"type": "string"},
-            "status": {"type": "string", "example": "delivered"},
-            "error_code": {"type": "integer", "nullable": True},
-            "error_explanation": _NULLABLE_STRING,
-            "created_at": _TIMESTAMP,
-            "updated_at": _TIMESTAMP,
-            "status_history": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "status": {"type": "string"},
-                        "error_code": {"type": "integer", "nullable": True},
-                        "at": _TIMESTAMP,
-                    },
-                },
-            },
-        },
-    },
-    "ChatCreateRequest": {
-        "type": "object",
-        "properties": {
-            "shared_id": {"type": "string", "maxLength": MAX_SHARED_ID_LENGTH},
-            "data": {"type": "object", "additionalProperties": True},
-        },
-    },
-    "ChatCreated": {
-        "type": "object",
-        "properties": {
-            "conversation_id": {"type": "string"},
-            "shared_id": _NULLABLE_STRING,
-            "channel": {"type": "string", "enum": ["chat"]},
-            "data": {"type": "object", "additionalProperties": True},
-            "started_at": _TIMESTAMP,
-        },
-    },
-    "ChatRespondRequest": {
-        "type": "object",
-        "required": ["conversation_id", "message"],
-        "properties": {
-            "conversation_id": {"type": "string", "minLength": 1},
-            "message": {"type": "string", "minLength": 1, "maxLength": chat.MAX_MESSAGE_LENGTH},
-        },
-    },
-    "ChatTurn": {
-        "type": "object",
-        "required": ["conversation_id", "response", "end_conversation"],
-        "properties": {
-            "conversation_id": {"type": "string"},
-            "response": {"type": "string"},
-            "end_conversation": {"type": "boolean"},
-            "handoff": {
-                "type": "object",
-                "description": "Only when the chat was handed off.",
-                "properties": {"destination": {"type": "string"}, "reason": _NULLABLE_STRING},
-            },
-        },
-    },
-    "ChatCloseRequest": {
-        "type": "object",
-        "required": ["conversation_id"],
-        "properties": {"conversation_id": {"type": "string", "minLength": 1}},
-    },
-    "ChatClosed": {
-        "type": "object",
-        "properties": {"conversation_id": {"type": "string"}, "closed": {"type": "boolean"}, "ended_at": _TIMESTAMP},
-    },
-    "Transcript": {
-        "type": "object",
-        "properties": {
-            "conversation_id": {"type": "string"},
-            "items": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "role": {"type": "string", "enum": ["customer", "assistant"]},
-                        "text": {"type": "string"},
-                        "at": _TIMESTAMP,
-                    },
-                },
-            },
-        },
-    },
-}

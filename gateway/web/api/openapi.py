@@ -1,60 +1,59 @@
-"""The OpenAPI 3.0 description of the /v1 API, served at GET /openapi.json.
+"""The OpenAPI description of the /v1 API, served at GET /openapi.json, generated from the code.
 
-Each API module contributes `OPENAPI_PATHS` (relative to the project base) and
-`OPENAPI_SCHEMAS`; this module adds the shared parts and the base path. The test suite checks
-every /v1 response it sees against this document, so it cannot drift from the code.
+Each /v1 view declares what it takes and answers with `@api.operation(...)`: a summary, the
+pydantic model of its body (the one that validates it) and of each answer, and its query
+parameters. The paths and path parameters come from the routes Flask serves and the schemas
+from the models (gateway/web/api/schemas.py) through pydantic's own JSON Schema, so nothing here
+restates a body. The document is OpenAPI 3.1, whose schemas are JSON Schema 2020-12 as pydantic
+writes it (`null` in a `type`, `$ref` beside a description), so they go in unchanged. The test
+suite checks every /v1 response it sees against it, so it cannot drift from the code.
 """
 from __future__ import annotations
 
-from types import ModuleType
+import re
+from dataclasses import dataclass
 
-BASE = "/v1/{account_id}/{project_id}"
+from flask import Flask
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from gateway.infra.safe_text import NO_NUL
+from gateway.web.api.schemas import Error
 
-def ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def nullable(schema_type: str, **extra) -> dict:
-    return {"type": schema_type, "nullable": True, **extra}
-
-
-def json_content(schema: dict) -> dict:
-    return {"content": {"application/json": {"schema": schema}}}
-
-
-def error(description: str) -> dict:
-    return {"description": description, **json_content(ref("Error"))}
-
-
-#: The answers every authenticated /v1 operation can give.
-AUTH_ERRORS = {
-    "401": error("No API key, or a key nobody issued (missing_api_key, invalid_api_key)."),
-    "403": error("A valid key for another account or project (forbidden)."),
-    "404": error("Unknown project, conversation or destination."),
-    "503": error("The database is behind this release's schema (database_behind): run `gateway db upgrade`."),
+#: What every /v1 operation can answer besides its own: the key and project are checked, and the
+#: database asked, before any view runs.
+SHARED_ERRORS = {
+    401: "No API key, or a key nobody issued (missing_api_key, invalid_api_key).",
+    403: "A valid key for another account or project (forbidden).",
+    404: "Unknown project (project_not_found).",
+    503: "The database is not answering (database_unavailable; try again in a moment), or it is behind "
+    "this release's schema (database_behind; run `gateway db upgrade`).",
 }
-DATABASE_UNAVAILABLE = "The database is not answering (database_unavailable); try again in a moment."
 
 
-def operation(summary: str, responses: dict, *, body: dict | None = None, parameters: list | None = None) -> dict:
-    """One operation with the shared auth errors added."""
-    result: dict = {"summary": summary, "responses": {**responses, **AUTH_ERRORS}}
-    own_503 = responses.get("503", {}).get("description")
-    result["responses"]["503"] = error(f"{own_503} {DATABASE_UNAVAILABLE}" if own_503 else DATABASE_UNAVAILABLE)
-    if body is not None:
-        result["requestBody"] = {"required": True, **json_content(body)}
-    if parameters:
-        result["parameters"] = parameters
-    return result
+@dataclass(frozen=True)
+class Operation:
+    """What the document says of one view (made by `gateway.web.api.operation`)."""
 
+    summary: str
+    #: status -> (model, description) for an answer with a body, or a description alone: an
+    #: error's (every 4xx and 5xx carries the `Error` body) or a bodiless success's (204).
+    responses: dict[int, tuple[type[BaseModel], str] | str]
+    #: The model the JSON body is validated with.
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    description: str | None = None
+    parameters: tuple[dict, ...] = ()
 
-#: No string the API stores or matches may hold NUL (PostgreSQL text cannot): 400 otherwise.
-NO_NUL = "^[^\\u0000]*$"
+    def models(self) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
+        """Its bodies, each with the side of pydantic's schema that describes it."""
+        taken = [(self.body, "validation")] if self.body else []
+        given = [(answer[0], "serialization") for answer in self.responses.values() if isinstance(answer, tuple)]
+        return taken + given
 
 
 def text(**extra) -> dict:
-    """A string schema that says NUL is refused."""
+    """A string parameter that says NUL is refused (every parameter is checked for it)."""
     return {"type": "string", "pattern": NO_NUL, **extra}
 
 
@@ -62,42 +61,27 @@ def query(name: str, description: str, schema: dict | None = None) -> dict:
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema or text()}
 
 
-def path_param(name: str) -> dict:
-    return {"name": name, "in": "path", "required": True, "schema": text()}
+def path_template(rule: str) -> str:
+    """Flask's `/conversations/<conversation_id>` as OpenAPI's `/conversations/{conversation_id}`."""
+    return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule)
 
 
-COMMON_SCHEMAS = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "twilio_code": {"type": "integer", "nullable": True, "description": "With `twilio_error` only."},
-                    "explanation": {"type": "string", "nullable": True, "description": "With `twilio_error` only."},
-                },
-            }
-        },
-    },
-}
-
-
-def build(modules: list[ModuleType]) -> dict:
-    """The whole document from the API modules that define OPENAPI_PATHS / OPENAPI_SCHEMAS."""
+def build(app: Flask, blueprint: str) -> dict:
+    """The whole document, from the views of `blueprint` that the app serves."""
+    operations = [
+        (path_template(rule.rule), method.lower(), _declared(app.view_functions[rule.endpoint]))
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.partition(".")[0] == blueprint
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"})
+    ]
+    models = {(Error, "serialization")}.union(*(operation.models() for _path, _method, operation in operations))
+    refs, definitions = models_json_schema(sorted(models, key=str), ref_template="#/components/schemas/{model}")
     paths: dict = {}
-    schemas: dict = dict(COMMON_SCHEMAS)
-    for module in modules:
-        for relative, item in getattr(module, "OPENAPI_PATHS", {}).items():
-            paths.setdefault(BASE + relative, {}).update(item)
-        schemas.update(getattr(module, "OPENAPI_SCHEMAS", {}))
-    for item in paths.values():
-        item.setdefault("parameters", [path_param("account_id"), path_param("project_id")])
+    for path, method, operation in operations:
+        item = paths.setdefault(path, {"parameters": [_path_parameter(name) for name in re.findall(r"{(\w+)}", path)]})
+        item[method] = _operation(operation, refs)
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "Handoff Gateway API",
             "version": "1",
@@ -106,8 +90,54 @@ def build(modules: list[ModuleType]) -> dict:
         },
         "paths": paths,
         "components": {
-            "schemas": schemas,
+            "schemas": definitions.get("$defs", {}),
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
         },
         "security": [{"apiKey": []}],
     }
+
+
+def _declared(view) -> Operation:
+    """The view's operation: a route the document would leave out stops the app from starting."""
+    operation = getattr(view, "openapi_operation", None)
+    if operation is None:
+        raise TypeError(f"{view.__module__}.{view.__name__} serves the API without @api.operation; declare it")
+    return operation
+
+
+def _path_parameter(name: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": text()}
+
+
+def _operation(operation: Operation, refs: dict) -> dict:
+    result: dict = {"summary": operation.summary}
+    if operation.description:
+        result["description"] = operation.description
+    if operation.parameters:
+        result["parameters"] = list(operation.parameters)
+    if operation.body:
+        result["requestBody"] = {
+            "required": operation.body_required,
+            "content": {"application/json": {"schema": refs[(operation.body, "validation")]}},
+        }
+    result["responses"] = {
+        str(status): _response(status, answer, refs) for status, answer in sorted(_with_shared_errors(operation).items())
+    }
+    return result
+
+
+def _with_shared_errors(operation: Operation) -> dict:
+    """The operation's answers and the shared errors; where both give one status, both say why."""
+    answers = dict(operation.responses)
+    for status, why in SHARED_ERRORS.items():
+        answers[status] = f"{answers[status]} {why}" if status in answers else why
+    return answers
+
+
+def _response(status: int, answer: tuple[type[BaseModel], str] | str, refs: dict) -> dict:
+    if isinstance(answer, tuple):
+        model, description = answer
+        return {"description": description, "content": {"application/json": {"schema": refs[(model, "serialization")]}}}
+    if status >= 400:
+        return {"description": answer, "content": {"application/json": {"schema": refs[(Error, "serialization")]}}}
+    return {"description": answer}
