@@ -97,7 +97,7 @@ def procfile_command(app: str, port: int) -> str:
 
 
 def start(name: str, port: int, env: dict, log: Path) -> subprocess.Popen:
-    command = procfile_command(APPS[name], port)
+    command = procfile_command(APPS.get(name, APPS["gateway"]), port)
     process = subprocess.Popen(
         ["bash", "-c", command], cwd=ROOT, env={**env, "PORT": str(port)}, stdout=log.open("w"), stderr=subprocess.STDOUT
     )
@@ -204,7 +204,7 @@ def app_environment(name: str, folder: Path, base: dict, database_url: str | Non
     env = {**base, "PROMETHEUS_MULTIPROC_DIR": str(folder / name / "metrics"), "TWILIO_AUTH_TOKEN": AUTH_TOKEN}
     if name == "sketch":
         env["SKETCH_DATABASE"] = str(folder / name / "sketch.db")
-    if name == "gateway":
+    if name.startswith("gateway"):
         env.update(
             GATEWAY_CONFIG=str(ROOT / "gateway.example.toml"),
             GATEWAY_DATABASE_URL=database_url or f"sqlite:///{folder / name / 'gateway.db'}",
@@ -222,6 +222,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up load before each measurement")
     parser.add_argument("--requests", type=int, default=60_000, help="unique signed requests prepared per round")
     parser.add_argument("--database-url", help="store the gateway's calls on this PostgreSQL server instead of SQLite")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                        help="also measure the gateway under these settings, as gateway-NAME, in the same rounds "
+                        "(e.g. one:GATEWAY_CALLS_AT_ONCE=1)")
     args = parser.parse_args()
     if args.rounds < 3:
         sys.exit("--rounds must be at least 3: one round tells nothing on a shared machine")
@@ -239,8 +242,13 @@ def main() -> None:
             script = folder / "signed.lua"
             script.write_text(WRK_SCRIPT)
             environments = {name: app_environment(name, folder, base, database_url) for name in APPS}
+            for variant in args.variant:
+                label, _, settings = variant.partition(":")
+                name = f"gateway-{label}"
+                environments[name] = app_environment(name, folder, base, database_url)
+                environments[name].update(setting.split("=", 1) for setting in settings.split(",") if setting)
             for number in range(args.rounds):
-                rounds.append({name: measure(name, number, environments[name], args, folder, script) for name in APPS})
+                rounds.append({name: measure(name, number, env, args, folder, script) for name, env in environments.items()})
                 print(f"round {number + 1}: " + ", ".join(f"{name} {r['rps']:.0f} req/s" for name, r in rounds[-1].items()),
                       file=sys.stderr)
             stored = count_stored(environments["gateway"]["GATEWAY_DATABASE_URL"])
@@ -263,10 +271,10 @@ def report(rounds: list[dict[str, dict]], args, stored: int) -> None:
     print(f"Procfile's gunicorn, wrk -t1 -c{args.connections} -d{args.duration}s after a {args.warmup}s warm-up, "
           f"{len(rounds)} interleaved rounds, {os.cpu_count()} CPUs, gateway on "
           f"{'PostgreSQL' if args.database_url else 'SQLite'}")
-    print(f"{'round':>5} {'app':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11} {'non-2xx':>8}")
+    print(f"{'round':>5} {'app':16} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11} {'non-2xx':>8}")
     for number, results in enumerate(rounds, 1):
         for name, r in results.items():
-            print(f"{number:>5} {name:8} {r['rps']:>9.1f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['cpu_ms']:>11.3f} "
+            print(f"{number:>5} {name:16} {r['rps']:>9.1f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['cpu_ms']:>11.3f} "
                   f"{r['non_2xx']:>8}   socket errors: {r['socket_errors']}")
     ratios = [
         {name: {"rps": r["rps"] / results["bare"]["rps"], "p99": r["p99"] / results["bare"]["p99"]}
@@ -279,8 +287,8 @@ def report(rounds: list[dict[str, dict]], args, stored: int) -> None:
         f"sketch {r['sketch']['rps']:.2f}x" for i, r in enumerate(ratios)))
     median, chosen = ratios[median_round], rounds[median_round]
     print(f"median round ({median_round + 1}):")
-    for name in ("sketch", "gateway"):
-        print(f"  {name:8} throughput {median[name]['rps']:.2f}x bare, p99 {median[name]['p99']:.2f}x bare, "
+    for name in (name for name in chosen if name != "bare"):
+        print(f"  {name:16} throughput {median[name]['rps']:.2f}x bare, p99 {median[name]['p99']:.2f}x bare, "
               f"CPU {chosen[name]['cpu_ms']:.3f} ms/req (bare {chosen['bare']['cpu_ms']:.3f})")
     cpu = statistics.median(results["gateway"]["cpu_ms"] for results in rounds)
     verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
