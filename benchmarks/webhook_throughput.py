@@ -224,7 +224,7 @@ def main() -> None:
     parser.add_argument("--database-url", help="store the gateway's calls on this PostgreSQL server instead of SQLite")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                         help="also measure the gateway under these settings, as gateway-NAME, in the same rounds "
-                        "(e.g. one:GATEWAY_CALLS_AT_ONCE=1)")
+                        "(e.g. short:GATEWAY_DATABASE_BUSY_TIMEOUT=2)")
     args = parser.parse_args()
     if args.rounds < 3:
         sys.exit("--rounds must be at least 3: one round tells nothing on a shared machine")
