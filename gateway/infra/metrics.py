@@ -51,6 +51,12 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
+        self.calls_per_commit = Histogram(
+            "gateway_new_calls_per_commit",
+            "New calls stored by one database commit: the calls that arrived while the commit before ran.",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
         self.sms_refusals = Counter(
             "gateway_sms_refused",
             "Outbound SMS refused before sending (opt-out, unregistered A2P 10DLC sender, ...).",
@@ -119,6 +125,13 @@ def handoff_recorded(state: str, destination: str | None) -> None:
     metrics = _current.get()
     if metrics is not None:
         metrics.handoffs.labels(state=state, destination=destination or "").inc()
+
+
+def calls_committed_together(count: int) -> None:
+    """One commit stored `count` new calls."""
+    metrics = _current.get()
+    if metrics is not None:
+        metrics.calls_per_commit.observe(count)
 
 
 def signature_failed(route: str) -> None:

@@ -3,9 +3,9 @@
 SQLite has one writer at a time. When two workers' commits collide, the loser's busy handler
 sleeps at least 1 ms before it looks again, and every ~1000 pages the committing request also
 copies the WAL into the database with two fsyncs (the automatic checkpoint): both show in the
-webhook's p99. So the new-call path takes a `WriterTurn` first — a thread lock within the
-process and an `flock` across processes, which hands over as soon as the holder is done,
-bounded by the busy timeout — and the WAL is checkpointed by a background thread of each
+webhook's p99. So each commit group of new calls (gateway/storage/commit_group.py) takes a
+`WriterTurn` first — a thread lock within the process and an `flock` across processes, which
+hands over as soon as the holder is done, bounded by the busy timeout — and the WAL is checkpointed by a background thread of each
 process instead (`wal_autocheckpoint=0`).
 
 No Flask here; gateway/storage/store.py attaches both to a SQLite engine.
@@ -45,15 +45,16 @@ class WriterTurn:
         self._file = None
         self._file_pid: int | None = None
 
-    def acquire(self) -> None:
-        """Wait for the turn, at most the busy timeout; then OperationalError, as SQLite's own wait."""
+    def acquire(self, timeout: float | None = None) -> None:
+        """Wait for the turn, at most `timeout` (the busy timeout); then OperationalError, as SQLite's own wait."""
+        timeout = self.timeout if timeout is None else timeout
         started = time.monotonic()
-        if not self._in_process.acquire(timeout=self.timeout):
-            raise _timed_out(self.timeout)
+        if not self._in_process.acquire(timeout=timeout):
+            raise _timed_out(timeout)
         try:
-            remaining = self.timeout - (time.monotonic() - started)
+            remaining = timeout - (time.monotonic() - started)
             if not flock_within(self._handle(), remaining, longest_pause=0.002):
-                raise _timed_out(self.timeout)
+                raise _timed_out(timeout)
         except BaseException:
             self._in_process.release()
             raise

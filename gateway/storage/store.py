@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import weakref
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +30,23 @@ from gateway.storage.search import SearchTerms
 log = logging.getLogger(__name__)
 
 
-def make_engine(database_url: str, *, busy_timeout: float = 5.0) -> Engine:
+#: The busy timeout each engine was made with (make_engine), for waits outside the driver's own.
+_busy_timeouts: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
+DEFAULT_BUSY_TIMEOUT = 5.0
+
+
+def busy_timeout_of(engine: Engine) -> float:
+    """How long a request may wait for this database before it gives up (and a webhook fails open)."""
+    return _busy_timeouts.get(engine, DEFAULT_BUSY_TIMEOUT)
+
+
+def make_engine(database_url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Engine:
+    engine = _make_engine(database_url, busy_timeout)
+    _busy_timeouts[engine] = busy_timeout
+    return engine
+
+
+def _make_engine(database_url: str, busy_timeout: float) -> Engine:
     """One engine per app. Every wait for the database is bounded by `busy_timeout` seconds.
 
     SQLite gets WAL and a busy timeout so concurrent workers wait, then fail (and the voice
@@ -244,11 +261,12 @@ def add_new_call(connection: DBAPIConnection, dialect: Dialect, row: dict, first
 
     Two prebuilt INSERTs and no read: the path every new call takes. A racing twin's INSERT
     waits on the CallSid's unique index until the winner commits, then inserts nothing.
+    `row` and `first_event` are left as given, so a commit group can stage them again.
     """
-    if not _insert_on(connection, dialect, Conversation.__table__, row):
+    if not _insert_on(connection, dialect, Conversation.__table__, dict(row)):
         return False
     if first_event is not None:
-        _insert_on(connection, dialect, HandoffEvent.__table__, first_event)
+        _insert_on(connection, dialect, HandoffEvent.__table__, dict(first_event))
     return True
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session
 
 from gateway.handoffs import catalog, handoff
-from gateway.storage import sqlite_writer, store
+from gateway.storage import commit_group, store
 from gateway.voice.callflow import (
     Attempt,
     CallOpened,
@@ -35,7 +35,6 @@ from gateway.voice.callflow import (
 from gateway.config.file import GatewayConfig
 from gateway.storage.models import Conversation
 from gateway.voice.spool import RecordRejected, Spool
-from gateway.storage.sqlite_writer import WriterTurn
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +58,14 @@ class DatabaseSink:
     """Stage records in the database; the caller commits. `config` tells a bye handoff from others.
 
     A new call, the path every call takes, needs no ORM session: its two prepared INSERTs run
-    on a pooled DBAPI connection. The session is made on first use, for everything else.
+    in a commit group (gateway/storage/commit_group.py), committed with the new calls of the
+    other threads. The session is made on first use, for everything else.
     """
 
     def __init__(self, engine: Engine, config: GatewayConfig | None) -> None:
         self.engine = engine
         self.config = config
         self._session: Session | None = None
-        self._connection = None
-        self._turn: WriterTurn | None = None
         #: Rows the caller already read (locked) for its decision, so they are not read again.
         self.loaded: dict[str, Conversation] = {}
 
@@ -78,49 +76,18 @@ class DatabaseSink:
         return self._session
 
     def commit(self) -> None:
-        try:
-            if self._connection is not None:
-                self._on_connection(self._connection.commit)
-        finally:
-            self._end_turn()
         if self._session is not None:
             self._session.commit()
 
     def rollback(self) -> None:
-        try:
-            if self._connection is not None:
-                self._on_connection(self._connection.rollback)
-        finally:
-            self._end_turn()
         if self._session is not None:
             self._session.rollback()
 
     def close(self) -> None:
-        """Give the connections back to the pool; what was not committed is rolled back."""
-        connection, self._connection = self._connection, None
+        """Give the connection back to the pool; what was not committed is rolled back."""
         session, self._session = self._session, None
-        try:
-            if connection is not None:
-                connection.close()
-        finally:
-            self._end_turn()
-            if session is not None:
-                session.close()
-
-    def _end_turn(self) -> None:
-        turn, self._turn = self._turn, None
-        if turn is not None:
-            turn.release()
-
-    def _on_connection(self, operation) -> None:
-        """Run a DBAPI call on the pooled connection; one that fails is not given back to the pool."""
-        try:
-            with store.dbapi_errors(self.engine.dialect):
-                operation()
-        except DBAPIError:
-            self._connection.invalidate()
-            self._connection = None
-            raise
+        if session is not None:
+            session.close()
 
     def __enter__(self) -> DatabaseSink:
         return self
@@ -129,26 +96,12 @@ class DatabaseSink:
         self.close()
 
     def _insert_new_call(self, row: dict, event: dict | None) -> bool:
+        """Store a new call's rows; False if its CallSid is stored. Without a session, in a commit
+        group: committed, with the calls that came meanwhile, before this returns."""
+        dialect = self.engine.dialect
         if self._session is not None:
-            return store.add_new_call(store.dbapi_connection(self._session), self.engine.dialect, row, event)
-        if self._turn is None and (turn := sqlite_writer.writer_turn(self.engine)) is not None:
-            turn.acquire()  # SQLite: wait for the other writers here, not in its busy handler
-            self._turn = turn
-        try:
-            if self._connection is None:
-                with store.dbapi_errors(self.engine.dialect):
-                    self._connection = self.engine.raw_connection()
-            inserted = store.add_new_call(self._connection, self.engine.dialect, row, event)
-        except DBAPIError:
-            if self._connection is not None:
-                self._connection.invalidate()
-                self._connection = None
-            self._end_turn()
-            raise
-        if not inserted:
-            # End the write transaction the INSERT opened (and the turn) before the session reads and writes.
-            self.rollback()
-        return inserted
+            return store.add_new_call(store.dbapi_connection(self._session), dialect, row, event)
+        return commit_group.of(self.engine).run(lambda connection: store.add_new_call(connection, dialect, row, event))
 
     def apply(self, record: Record) -> bool:
         """True when the record took effect as decided; False when the stored state had moved on."""

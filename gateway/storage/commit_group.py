@@ -1,0 +1,190 @@
+"""New calls committed together: the calls that arrive while one commit runs share the next one.
+
+Every call's rows must be committed before Twilio hears the answer, and a database takes one
+commit at a time (SQLite one writer at all). One commit per call made the threads of a worker
+queue on the writer turn and the commit, each hand-over costing a wake-up and a GIL switch,
+with the CPU half idle (docs/performance.md). Here the first waiting thread leads: it takes
+every call queued so far, writes them in one transaction on one connection, commits once, and
+wakes the others with their own outcome; the calls that queued meanwhile go with the next
+leader. Under no load a group is one call, so nothing waits that did not before.
+
+Nothing is answered before its group is committed. A group that fails for want of the
+database (locked, down) fails every call in it, and each fails open as alone; a group that
+fails on one call's data is written again call by call, so one bad row costs no one else.
+Every wait is bounded by the busy timeout, counted from when the call queued.
+
+No Flask here.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from gateway.infra import metrics
+from gateway.storage import sqlite_writer, store
+
+T = TypeVar("T")
+
+#: The database is unavailable (locked past the timeout, down): no call of the group would fare better alone.
+_UNAVAILABLE = (OperationalError, InterfaceError)
+
+_groups: weakref.WeakKeyDictionary[Engine, CommitGroup] = weakref.WeakKeyDictionary()
+_groups_guard = threading.Lock()
+
+
+class _Queued(Generic[T]):
+    """One call's write, waiting for the group that commits it."""
+
+    __slots__ = ("work", "deadline", "woken", "leads", "finished", "result", "error")
+
+    def __init__(self, work: Callable[[DBAPIConnection], T], deadline: float) -> None:
+        self.work = work
+        self.deadline = deadline
+        self.woken = threading.Event()
+        self.leads = False
+        self.finished = False
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class CommitGroup:
+    """The writes of one process's threads to one database, committed in groups."""
+
+    def __init__(self, engine: Engine, timeout: float) -> None:
+        self.engine = engine
+        self.timeout = timeout
+        self._guard = threading.Lock()
+        self._queue: list[_Queued] = []
+        self._leading = False
+
+    def run(self, work: Callable[[DBAPIConnection], T]) -> T:
+        """Run `work` on a connection inside a transaction, committed before this returns.
+
+        `work` stages rows and may return anything; it must not commit. A DBAPIError means the
+        write did not happen (as an uncommitted transaction's would not).
+        """
+        queued = _Queued(work, time.monotonic() + self.timeout)
+        with self._guard:
+            self._queue.append(queued)
+            if not self._leading:
+                self._leading = queued.leads = True
+        if not queued.leads:
+            self._wait(queued)
+        if queued.leads and not queued.finished:
+            self._lead(queued)
+        return queued.outcome()
+
+    def _wait(self, queued: _Queued) -> None:
+        if queued.woken.wait(max(0.0, queued.deadline - time.monotonic())):
+            return
+        with self._guard:
+            if queued.leads:
+                return
+            if queued in self._queue:  # no leader took it in time: give up, as a busy SQLite would
+                self._queue.remove(queued)
+                queued.error = _timed_out(self.timeout)
+                queued.finished = True
+                return
+        queued.woken.wait()  # a leader is writing it; its own waits are bounded by this call's deadline
+
+    def _lead(self, leader: _Queued) -> None:
+        """Take the writer turn, then every call queued by then; commit them; pass the lead on."""
+        turn = sqlite_writer.writer_turn(self.engine)
+        group: list[_Queued] = []
+        try:
+            if turn is not None:
+                turn.acquire(max(0.0, leader.deadline - time.monotonic()))
+        except OperationalError as error:  # locked past this call's deadline; those behind may wait on
+            with self._guard:
+                self._queue.remove(leader)
+            _fail([leader], error)
+            self._pass_lead([])
+            return
+        try:
+            with self._guard:
+                group, self._queue = self._queue, []
+            self._write(group)
+        finally:
+            if turn is not None:
+                turn.release()
+            self._pass_lead(group)
+
+    def _pass_lead(self, group: list[_Queued]) -> None:
+        with self._guard:
+            if self._queue:
+                following = self._queue[0]
+                following.leads = True
+                following.woken.set()
+            else:
+                self._leading = False
+        for queued in group:
+            queued.woken.set()
+
+    def _write(self, group: list[_Queued]) -> None:
+        try:
+            self._commit(group)
+        except _UNAVAILABLE as error:
+            _fail(group, error)
+        except DBAPIError as error:
+            if len(group) == 1:
+                _fail(group, error)
+            else:  # one call's data: write each alone, so the others are kept
+                for queued in group:
+                    try:
+                        self._commit([queued])
+                    except DBAPIError as alone:
+                        _fail([queued], alone)
+        except BaseException as error:  # a bug in a call's work: it must not strand the others
+            _fail(group, error)
+            if not isinstance(error, Exception):
+                raise
+
+    def _commit(self, group: list[_Queued]) -> None:
+        """One transaction for the group; each call's outcome set once it is committed."""
+        with store.dbapi_errors(self.engine.dialect):
+            connection = self.engine.raw_connection()
+        try:
+            results = [queued.work(connection) for queued in group]
+            with store.dbapi_errors(self.engine.dialect):
+                connection.commit()
+        except BaseException:
+            connection.invalidate()  # whatever it staged goes with it
+            raise
+        connection.close()
+        for queued, result in zip(group, results):
+            queued.result, queued.finished = result, True
+        metrics.calls_committed_together(len(group))
+
+
+def _fail(group: list[_Queued], error: BaseException) -> None:
+    for queued in group:
+        queued.error, queued.finished = error, True
+
+
+def _timed_out(timeout: float) -> OperationalError:
+    return OperationalError(
+        "wait for a commit", None, TimeoutError(f"database is locked: not committed within {timeout} s")
+    )
+
+
+def of(engine: Engine) -> CommitGroup:
+    """The engine's commit group, made on first use; its waits are bounded by the engine's busy timeout."""
+    group = _groups.get(engine)
+    if group is None:
+        with _groups_guard:
+            group = _groups.get(engine)
+            if group is None:
+                group = _groups[engine] = CommitGroup(engine, store.busy_timeout_of(engine))
+    return group

@@ -1,0 +1,119 @@
+"""New calls that arrive while the database is busy are stored by one commit together, each
+answered only once its commit is done; a bad row costs no other call; no call waits past the
+busy timeout. On SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import fcntl
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session, select
+
+from gateway.storage import commit_group, store
+from gateway.storage.models import Conversation, HandoffEvent
+from tests.support import call_params, post_signed, twiml_root
+from tests.test_ops import samples
+
+CALLS = 8
+
+
+@contextmanager
+def database_busy(app, database_url):
+    """Another writer holds the database: SQLite's writer turn (another worker), or PostgreSQL's
+    conversations table (a long transaction). New calls wait until the block ends."""
+    if database_url.startswith("sqlite"):
+        with open(f"{make_url(database_url).database}-writer.lock", "a") as other_worker:
+            fcntl.flock(other_worker, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(other_worker, fcntl.LOCK_UN)
+        return
+    with app.extensions["gateway"].engine.connect() as other:
+        other.execute(text("LOCK TABLE conversations IN SHARE ROW EXCLUSIVE MODE"))
+        try:
+            yield
+        finally:
+            other.rollback()
+
+
+def place_calls(app, call_sids):
+    def place(call_sid):
+        return post_signed(app.test_client(), "/voice/call", call_params(call_sid=call_sid))
+
+    return ThreadPoolExecutor(max_workers=len(call_sids)).map(place, call_sids)
+
+
+def test_calls_arriving_while_the_database_is_busy_are_committed_together(database_url, make_app):
+    app = make_app()
+    call_sids = [f"CA{i:032x}" for i in range(CALLS)]
+    with database_busy(app, database_url):
+        answers = place_calls(app, call_sids)
+        time.sleep(0.5)  # every call is waiting now
+    answers = list(answers)
+
+    assert [answer.status_code for answer in answers] == [200] * CALLS
+    assert all(twiml_root(answer.data).find("Dial") is not None for answer in answers)
+    with Session(app.extensions["gateway"].engine) as session:
+        stored = session.exec(select(Conversation)).all()
+        history = session.exec(select(HandoffEvent)).all()
+    assert sorted(conversation.call_sid for conversation in stored) == call_sids
+    assert sorted(event.conversation_id for event in history) == sorted(conversation.id for conversation in stored)
+    assert not app.extensions["gateway"].spool.pending()  # none failed open
+    figures = samples(app.test_client())
+    commits = figures[("gateway_new_calls_per_commit_count", frozenset())]
+    assert figures[("gateway_new_calls_per_commit_sum", frozenset())] == CALLS
+    assert commits < CALLS  # the first call's commit went alone; those waiting behind it went together
+
+
+def test_a_call_whose_row_fails_costs_no_other_call_of_its_commit(database_url, make_app):
+    app = make_app()
+    engine = app.extensions["gateway"].engine
+    group = commit_group.of(engine)
+    now = datetime.now(timezone.utc)
+
+    def new_call(number: int, project_key: str | None):
+        row = {
+            "id": f"conversation-{number}", "project_key": project_key, "channel": "voice",
+            "call_sid": f"CA{number:032x}", "data": {}, "started_at": now, "updated_at": now, "attempts": 0,
+        }
+        return lambda connection: store.add_new_call(connection, engine.dialect, row, None)
+
+    works = [new_call(number, None if number == 3 else "acme") for number in range(CALLS)]  # 3 lacks its project
+    with database_busy(app, database_url):
+        outcomes = ThreadPoolExecutor(max_workers=CALLS).map(lambda work: _outcome(group.run, work), works)
+        time.sleep(0.5)
+    outcomes = list(outcomes)
+
+    assert outcomes[3] == "DBAPIError"
+    assert outcomes[:3] + outcomes[4:] == [True] * (CALLS - 1)
+    with Session(engine) as session:
+        stored = sorted(conversation.id for conversation in session.exec(select(Conversation)).all())
+    assert stored == [f"conversation-{number}" for number in range(CALLS) if number != 3]
+
+
+def _outcome(run, work):
+    try:
+        return run(work)
+    except DBAPIError:
+        return "DBAPIError"
+
+
+def test_calls_queued_behind_a_block_longer_than_the_busy_timeout_fail_open_within_it(database_url, make_app):
+    app = make_app(database_busy_timeout=0.3)
+    call_sids = [f"CA{i:032x}" for i in range(CALLS)]
+    with database_busy(app, database_url):
+        started = time.monotonic()
+        answers = list(place_calls(app, call_sids))  # the block outlasts every call's bound
+        waited = time.monotonic() - started
+
+    assert [answer.status_code for answer in answers] == [200] * CALLS
+    assert all(twiml_root(answer.data).find("Dial") is not None for answer in answers)  # the config's destination
+    assert waited < 3.0  # each bounded by 0.3 s (and PostgreSQL's lock timeout), with room for a busy machine
+    spooled = sorted(record["call_sid"] for record in app.extensions["gateway"].spool.records())
+    assert spooled == call_sids
