@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, select
 
-from gateway.storage import commit_group, store
+from gateway.storage import commit_group
 from gateway.storage.models import Conversation, HandoffEvent
 from tests.support import call_params, post_signed, twiml_root
 from tests.test_ops import samples
@@ -74,7 +74,7 @@ def test_calls_arriving_while_the_database_is_busy_are_committed_together(databa
 def test_a_call_whose_row_fails_costs_no_other_call_of_its_commit(database_url, make_app):
     app = make_app()
     engine = app.extensions["gateway"].engine
-    group = commit_group.of(engine)
+    group = commit_group.new_calls(engine)
     now = datetime.now(timezone.utc)
 
     def new_call(number: int, project_key: str | None):
@@ -82,11 +82,11 @@ def test_a_call_whose_row_fails_costs_no_other_call_of_its_commit(database_url, 
             "id": f"conversation-{number}", "project_key": project_key, "channel": "voice",
             "call_sid": f"CA{number:032x}", "data": {}, "started_at": now, "updated_at": now, "attempts": 0,
         }
-        return lambda connection: store.add_new_call(connection, engine.dialect, row, None)
+        return row, None
 
-    works = [new_call(number, None if number == 3 else "acme") for number in range(CALLS)]  # 3 lacks its project
+    calls = [new_call(number, None if number == 3 else "acme") for number in range(CALLS)]  # 3 lacks its project
     with database_busy(app, database_url):
-        outcomes = ThreadPoolExecutor(max_workers=CALLS).map(lambda work: _outcome(group.run, work), works)
+        outcomes = ThreadPoolExecutor(max_workers=CALLS).map(lambda call: _outcome(group.run, call), calls)
         time.sleep(0.5)
     outcomes = list(outcomes)
 
@@ -97,9 +97,9 @@ def test_a_call_whose_row_fails_costs_no_other_call_of_its_commit(database_url, 
     assert stored == [f"conversation-{number}" for number in range(CALLS) if number != 3]
 
 
-def _outcome(run, work):
+def _outcome(run, call):
     try:
-        return run(work)
+        return run(call)
     except DBAPIError:
         return "DBAPIError"
 

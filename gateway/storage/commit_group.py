@@ -4,9 +4,10 @@ Every call's rows must be committed before Twilio hears the answer, and a databa
 commit at a time (SQLite one writer at all). One commit per call made the threads of a worker
 queue on the writer turn and the commit, each hand-over costing a wake-up and a GIL switch,
 with the CPU half idle (docs/performance.md). Here the first waiting thread leads: it takes
-every call queued so far, writes them in one transaction on one connection, commits once, and
-wakes the others with their own outcome; the calls that queued meanwhile go with the next
-leader. Under no load a group is one call, so nothing waits that did not before.
+the writer turn, then every call queued by then, writes them in one transaction (one
+multi-row INSERT a table), commits once, and wakes the others with their own outcome; the
+calls that queued meanwhile go with the next leader. Under no load a group is one call, so
+nothing waits that did not before.
 
 Nothing is answered before its group is committed. A group that fails for want of the
 database (locked, down) fails every call in it, and each fails open as alone; a group that
@@ -30,7 +31,10 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from gateway.infra import metrics
 from gateway.storage import sqlite_writer, store
 
-T = TypeVar("T")
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+#: Stages a group's items on a connection inside its transaction; one result per item, in order.
+Stager = Callable[[Engine, DBAPIConnection, list], list]
 
 #: The database is unavailable (locked past the timeout, down): no call of the group would fare better alone.
 _UNAVAILABLE = (OperationalError, InterfaceError)
@@ -39,21 +43,21 @@ _groups: weakref.WeakKeyDictionary[Engine, CommitGroup] = weakref.WeakKeyDiction
 _groups_guard = threading.Lock()
 
 
-class _Queued(Generic[T]):
+class _Queued(Generic[Item, Result]):
     """One call's write, waiting for the group that commits it."""
 
-    __slots__ = ("work", "deadline", "woken", "leads", "finished", "result", "error")
+    __slots__ = ("item", "deadline", "woken", "leads", "finished", "result", "error")
 
-    def __init__(self, work: Callable[[DBAPIConnection], T], deadline: float) -> None:
-        self.work = work
+    def __init__(self, item: Item, deadline: float) -> None:
+        self.item = item
         self.deadline = deadline
         self.woken = threading.Event()
         self.leads = False
         self.finished = False
-        self.result: T | None = None
+        self.result: Result | None = None
         self.error: BaseException | None = None
 
-    def outcome(self) -> T:
+    def outcome(self) -> Result:
         if self.error is not None:
             raise self.error
         return self.result
@@ -62,20 +66,20 @@ class _Queued(Generic[T]):
 class CommitGroup:
     """The writes of one process's threads to one database, committed in groups."""
 
-    def __init__(self, engine: Engine, timeout: float) -> None:
+    def __init__(self, engine: Engine, stage: Stager, timeout: float) -> None:
         self.engine = engine
+        self.stage = stage
         self.timeout = timeout
         self._guard = threading.Lock()
         self._queue: list[_Queued] = []
         self._leading = False
 
-    def run(self, work: Callable[[DBAPIConnection], T]) -> T:
-        """Run `work` on a connection inside a transaction, committed before this returns.
+    def run(self, item):
+        """Stage `item` with the group's others and commit; its result once committed.
 
-        `work` stages rows and may return anything; it must not commit. A DBAPIError means the
-        write did not happen (as an uncommitted transaction's would not).
+        A DBAPIError means the write did not happen (as an uncommitted transaction's would not).
         """
-        queued = _Queued(work, time.monotonic() + self.timeout)
+        queued = _Queued(item, time.monotonic() + self.timeout)
         with self._guard:
             self._queue.append(queued)
             if not self._leading:
@@ -156,7 +160,7 @@ class CommitGroup:
         with store.dbapi_errors(self.engine.dialect):
             connection = self.engine.raw_connection()
         try:
-            results = [queued.work(connection) for queued in group]
+            results = self.stage(self.engine, connection, [queued.item for queued in group])
             with store.dbapi_errors(self.engine.dialect):
                 connection.commit()
         except BaseException:
@@ -179,12 +183,18 @@ def _timed_out(timeout: float) -> OperationalError:
     )
 
 
-def of(engine: Engine) -> CommitGroup:
-    """The engine's commit group, made on first use; its waits are bounded by the engine's busy timeout."""
+def new_calls(engine: Engine) -> CommitGroup:
+    """The engine's group for new calls, made on first use: items are (conversation row, first
+    history entry or None), results whether the call was new (gateway/storage/store.py's
+    add_new_calls). Its waits are bounded by the engine's busy timeout."""
     group = _groups.get(engine)
     if group is None:
         with _groups_guard:
             group = _groups.get(engine)
             if group is None:
-                group = _groups[engine] = CommitGroup(engine, store.busy_timeout_of(engine))
+                group = _groups[engine] = CommitGroup(engine, _stage_new_calls, store.busy_timeout_of(engine))
     return group
+
+
+def _stage_new_calls(engine: Engine, connection: DBAPIConnection, calls: list) -> list[bool]:
+    return store.add_new_calls(connection, engine.dialect, calls)

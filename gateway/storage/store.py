@@ -195,8 +195,9 @@ def as_utc(moment: datetime | None) -> datetime | None:
 
 
 @dataclass(frozen=True)
-class _PreparedInsert:
-    """INSERT .. ON CONFLICT DO NOTHING compiled once per dialect, table and columns, for a DBAPI cursor.
+class _PreparedRowsInsert:
+    """INSERT .. ON CONFLICT DO NOTHING of n rows, compiled once per dialect, table, columns and n,
+    for a DBAPI cursor; row i's values are bound as `column__i`.
 
     The new-call path runs it on a pooled DBAPI connection: SQLAlchemy's compile cache and
     execution context, and the ORM session, cost more than the INSERTs themselves. The
@@ -205,45 +206,47 @@ class _PreparedInsert:
     """
 
     sql: str
+    columns: tuple[str, ...]
     positional: tuple[str, ...] | None
-    processors: tuple[tuple[str, Callable], ...]
+    processors: dict[str, Callable]
 
-    def parameters(self, values: dict):
-        for name, process in self.processors:
-            values[name] = process(values[name])
-        return [values[name] for name in self.positional] if self.positional else values
+    def parameters(self, rows: list[dict]):
+        named = {}
+        for number, row in enumerate(rows):
+            for name in self.columns:
+                value = row[name]
+                process = self.processors.get(name)
+                named[f"{name}__{number}"] = value if process is None else process(value)
+        return [named[name] for name in self.positional] if self.positional else named
 
 
-@lru_cache(maxsize=None)
-def _prepared_insert(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> _PreparedInsert:
+#: Groups of up to this many calls are compiled once per size; a larger group is rare enough to compile anew.
+_ROW_COUNTS_KEPT = 128
+
+
+@lru_cache(maxsize=_ROW_COUNTS_KEPT * 4)
+def _prepared_rows_insert(
+    dialect: Dialect, table: Table, columns: tuple[str, ...], count: int, returning: str | None
+) -> _PreparedRowsInsert:
     insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
-    statement = insert(table).values({name: bindparam(name) for name in columns}).on_conflict_do_nothing()
+    rows = [{name: bindparam(f"{name}__{number}") for name in columns} for number in range(count)]
+    statement = insert(table).values(rows).on_conflict_do_nothing()
+    if returning is not None:
+        statement = statement.returning(table.c[returning])
     compiled = statement.compile(dialect=dialect)
-    processors = []
+    processors = {}
     for name in columns:
         process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
-            processors.append((name, process))
+            processors[name] = process
     positional = tuple(compiled.positiontup) if dialect.positional else None
-    return _PreparedInsert(str(compiled), positional, tuple(processors))
+    return _PreparedRowsInsert(str(compiled), columns, positional, processors)
 
 
 def insert_ignoring_conflict(session: Session, table: Table, values: dict) -> int:
     """Stage a row unless it clashes with a unique one, so racing writers never raise; rows inserted."""
-    return _insert_on(dbapi_connection(session), session.get_bind().dialect, table, dict(values))
-
-
-def _insert_on(connection: DBAPIConnection, dialect: Dialect, table: Table, values: dict) -> int:
-    """`insert_ignoring_conflict` on a DBAPI connection; `values` is consumed (converted in place)."""
-    prepared = _prepared_insert(dialect, table, tuple(values))
-    parameters = prepared.parameters(values)
-    with dbapi_errors(dialect, prepared.sql, parameters):
-        cursor = connection.cursor()
-        try:
-            cursor.execute(prepared.sql, parameters)
-            return cursor.rowcount
-        finally:
-            cursor.close()
+    inserted, _ = _insert_rows(dbapi_connection(session), session.get_bind().dialect, table, [values])
+    return inserted
 
 
 @contextmanager
@@ -256,18 +259,40 @@ def dbapi_errors(dialect: Dialect, statement: str | None = None, parameters=None
         raise DBAPIError.instance(statement, parameters, error, dialect.loaded_dbapi.Error) from error
 
 
-def add_new_call(connection: DBAPIConnection, dialect: Dialect, row: dict, first_event: dict | None) -> bool:
-    """Stage a call's conversation row and first history entry; False, staging nothing, if the CallSid is known.
+def add_new_calls(connection: DBAPIConnection, dialect: Dialect, calls: list[tuple[dict, dict | None]]) -> list[bool]:
+    """Stage new calls' conversation rows and first history entries; for each, False if its CallSid is known.
 
-    Two prebuilt INSERTs and no read: the path every new call takes. A racing twin's INSERT
-    waits on the CallSid's unique index until the winner commits, then inserts nothing.
-    `row` and `first_event` are left as given, so a commit group can stage them again.
+    The path every new call takes: one prebuilt multi-row INSERT for the conversations, one for
+    the history of those inserted, and no read, however many calls commit together (each
+    statement also lets other threads run while SQLite works, and ask it back after). A racing
+    twin's INSERT waits on the CallSid's unique index until the winner commits, then inserts
+    nothing. The dicts are left as given, so a commit group can stage them again.
     """
-    if not _insert_on(connection, dialect, Conversation.__table__, dict(row)):
-        return False
-    if first_event is not None:
-        _insert_on(connection, dialect, HandoffEvent.__table__, dict(first_event))
-    return True
+    _, returned = _insert_rows(connection, dialect, Conversation.__table__, [row for row, _ in calls], returning="id")
+    inserted = set(returned)
+    events = [event for row, event in calls if event is not None and row["id"] in inserted]
+    if events:
+        _insert_rows(connection, dialect, HandoffEvent.__table__, events)
+    return [row["id"] in inserted for row, _ in calls]
+
+
+def _insert_rows(
+    connection: DBAPIConnection, dialect: Dialect, table: Table, rows: list[dict], returning: str | None = None
+) -> tuple[int, list]:
+    """INSERT .. ON CONFLICT DO NOTHING of rows with the same columns: how many were inserted,
+    and their `returning` column."""
+    prepared = _prepared_rows_insert(dialect, table, tuple(rows[0]), len(rows), returning)
+    parameters = prepared.parameters(rows)
+    with dbapi_errors(dialect, prepared.sql, parameters):
+        cursor = connection.cursor()
+        try:
+            cursor.execute(prepared.sql, parameters)
+            if returning is None:
+                return cursor.rowcount, []
+            returned = [found for (found,) in cursor.fetchall()]
+            return len(returned), returned
+        finally:
+            cursor.close()
 
 
 def dbapi_connection(session: Session) -> DBAPIConnection:

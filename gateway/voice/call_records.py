@@ -98,10 +98,10 @@ class DatabaseSink:
     def _insert_new_call(self, row: dict, event: dict | None) -> bool:
         """Store a new call's rows; False if its CallSid is stored. Without a session, in a commit
         group: committed, with the calls that came meanwhile, before this returns."""
-        dialect = self.engine.dialect
         if self._session is not None:
-            return store.add_new_call(store.dbapi_connection(self._session), dialect, row, event)
-        return commit_group.of(self.engine).run(lambda connection: store.add_new_call(connection, dialect, row, event))
+            connection = store.dbapi_connection(self._session)
+            return store.add_new_calls(connection, self.engine.dialect, [(row, event)])[0]
+        return commit_group.new_calls(self.engine).run((row, event))
 
     def apply(self, record: Record) -> bool:
         """True when the record took effect as decided; False when the stored state had moved on."""
