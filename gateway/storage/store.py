@@ -206,18 +206,18 @@ class _PreparedRowsInsert:
     """
 
     sql: str
-    columns: tuple[str, ...]
-    positional: tuple[str, ...] | None
+    #: Each bind's (row number, column), in the order a positional dialect (SQLite) takes them; None for named.
+    positional: tuple[tuple[int, str], ...] | None
     processors: dict[str, Callable]
 
     def parameters(self, rows: list[dict]):
-        named = {}
-        for number, row in enumerate(rows):
-            for name in self.columns:
-                value = row[name]
-                process = self.processors.get(name)
-                named[f"{name}__{number}"] = value if process is None else process(value)
-        return [named[name] for name in self.positional] if self.positional else named
+        converted = [
+            {name: (value if (process := self.processors.get(name)) is None else process(value)) for name, value in row.items()}
+            for row in rows
+        ]
+        if self.positional is not None:
+            return [converted[number][name] for number, name in self.positional]
+        return {f"{name}__{number}": value for number, row in enumerate(converted) for name, value in row.items()}
 
 
 #: Groups of up to this many calls are compiled once per size; a larger group is rare enough to compile anew.
@@ -239,8 +239,10 @@ def _prepared_rows_insert(
         process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
             processors[name] = process
-    positional = tuple(compiled.positiontup) if dialect.positional else None
-    return _PreparedRowsInsert(str(compiled), columns, positional, processors)
+    positional = None
+    if dialect.positional:
+        positional = tuple((int(number), name) for name, _, number in (bind.rpartition("__") for bind in compiled.positiontup))
+    return _PreparedRowsInsert(str(compiled), positional, processors)
 
 
 def insert_ignoring_conflict(session: Session, table: Table, values: dict) -> int:

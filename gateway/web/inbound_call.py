@@ -31,6 +31,22 @@ PATH = "/voice/call"
 FORM = "application/x-www-form-urlencoded"
 
 
+class _Form(MultiDict):
+    """The call's form, read without an exception per absent field.
+
+    twilio's validator asks every field for `getall` before `getlist` (an AttributeError each
+    on a MultiDict), and MultiDict.get builds an HTTP 400 exception for every absent field it is
+    asked for (the optional `SipHeader_X-Shared-Id`, the twins' checks).
+    """
+
+    getall = MultiDict.getlist
+
+    def get(self, key, default=None, type=None):  # noqa: A002 - MultiDict's own signature
+        if type is None and dict.__contains__(self, key):
+            return dict.__getitem__(self, key)[0]
+        return default if type is None else super().get(key, default, type)
+
+
 class InboundCallEndpoint:
     """Wraps the Flask app's WSGI callable: `app.wsgi_app = InboundCallEndpoint(app, app.wsgi_app)`."""
 
@@ -76,7 +92,7 @@ class InboundCallEndpoint:
         if gateway.validator is None:
             return None
         try:
-            form = MultiDict(parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=self.max_fields))
+            form = _Form(parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=self.max_fields))
         except ValueError:  # not UTF-8, or too many fields: Flask's parser gives the answer
             return None
         base_url = gateway.settings.public_url or f"{environ['wsgi.url_scheme']}://{get_host(environ)}"
