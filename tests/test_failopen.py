@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import sqlite3
+import time
 import uuid
 from contextlib import contextmanager
 from urllib.parse import parse_qs, urlsplit
@@ -357,6 +358,55 @@ def test_while_another_worker_replays_the_spool_webhooks_fail_open_rather_than_r
     session.expire_all()
     stored_b = store.conversation_by_call_sid(session, CALL_B)
     assert (stored_b.id, stored_b.attempts, stored_b.destination) == (conversation_b, 2, "Billing")
+    assert not spool.pending()
+
+
+def test_while_another_worker_replays_the_spool_a_new_call_is_stored_at_once(database_url, outage, session, monkeypatch):
+    """Nothing spooled changes how a new call is answered: it waits for no replay and never fails
+    open for one (waiting made every call fail open while a replay ran under load)."""
+    monkeypatch.setattr(calls, "REPLAY_WAIT_SECONDS", 5.0)
+    scenario = outage()
+    client = scenario.client
+    spool = scenario.app.extensions["gateway"].spool
+    with scenario.down():
+        call(client, CALL_B)  # spooled
+
+    with open(spool.directory / "replay.lock", "a") as other_worker:
+        fcntl.flock(other_worker, fcntl.LOCK_EX)
+        started = time.monotonic()
+        response_c = call(client, CALL_C)
+        waited = time.monotonic() - started
+        fcntl.flock(other_worker, fcntl.LOCK_UN)
+
+    assert waited < 2.0  # not the 5 s replay wait
+    assert same_twiml(response_c.data, front_desk_twiml(conversation_id_in(response_c), 1))
+    stored_c = store.conversation_by_call_sid(session, CALL_C)
+    assert stored_c is not None and stored_c.id == conversation_id_in(response_c)  # in the database, not spooled
+    assert [record["call_sid"] for record in spool.records()] == [CALL_B]
+
+
+def test_a_call_retried_while_another_worker_replays_is_one_conversation_after_the_replay(
+    database_url, outage, session
+):
+    """Twilio retries a call whose answer (from the spool) it never got: the retry is stored at once,
+    and the spooled call merges into it when the replay reaches it."""
+    scenario = outage()
+    client = scenario.client
+    spool = scenario.app.extensions["gateway"].spool
+    with scenario.down():
+        spooled_b = conversation_id_in(call(client, CALL_B))
+
+    with open(spool.directory / "replay.lock", "a") as other_worker:
+        fcntl.flock(other_worker, fcntl.LOCK_EX)
+        retried_b = conversation_id_in(call(client, CALL_B))
+        fcntl.flock(other_worker, fcntl.LOCK_UN)
+    assert retried_b != spooled_b
+    dial_result(client, CALL_B, retried_b, 1, "busy")  # on the answer Twilio got; the replay runs first
+
+    session.expire_all()
+    stored = session.exec(select(Conversation).where(Conversation.call_sid == CALL_B)).all()
+    assert [conversation.id for conversation in stored] == [retried_b]
+    assert (stored[0].attempts, stored[0].destination) == (2, "Billing")
     assert not spool.pending()
 
 

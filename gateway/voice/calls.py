@@ -141,14 +141,16 @@ class CallServices(Protocol):
     def ensure_schema(self) -> None: ...
 
 
-def on_database_else_spool(gateway: CallServices, use_case: Callable[[CallStorage], T]) -> T:
+def on_database_else_spool(gateway: CallServices, use_case: Callable[[CallStorage], T], *, after_any_replay: bool = True) -> T:
     """Run the use case on the database; while it is unavailable, behind the spool, or on a bug, on the spool.
 
-    Whatever spooled before is written first, so this event sees the events before it.
+    Whatever spooled before is written first, so this event sees the events before it. While
+    another process replays, the use case waits for it (`REPLAY_WAIT_SECONDS`) and then fails
+    open; without `after_any_replay` it goes on at once instead (see `take_call`).
     """
     try:
         gateway.ensure_schema()  # a flag once the schema is checked; raises while down or behind
-        _replay_spool(gateway, REPLAY_WAIT_SECONDS)
+        _replay_spool(gateway, REPLAY_WAIT_SECONDS if after_any_replay else None)
         with DatabaseCalls(gateway.engine, gateway.config) as storage:
             return use_case(storage)
     except FAIL_OPEN_ERRORS as error:
@@ -159,9 +161,23 @@ def on_database_else_spool(gateway: CallServices, use_case: Callable[[CallStorag
     return use_case(SpooledCalls(gateway.spool, gateway.config))
 
 
-def _replay_spool(gateway: CallServices, wait_seconds: float) -> None:
+def take_call(gateway: CallServices, route: NumberRoute, call: InboundCall, flow: CallFlow) -> str:
+    """A new call, answered on the database, else on the spool.
+
+    It does not wait for another process's replay: no spooled record can change how a new call
+    is answered, and the one spooled record that concerns it (this CallSid, answered during the
+    outage, now retried by Twilio) is merged into the conversation stored now when it is
+    replayed. Waiting made every call fail open while a replay ran under load, which spooled
+    more for the replay to catch up with.
+    """
+    return on_database_else_spool(gateway, lambda storage: answer_call(storage, route, call, flow), after_any_replay=False)
+
+
+def _replay_spool(gateway: CallServices, wait_seconds: float | None) -> None:
+    """Replay what is spooled; None: only if no other process is replaying, and never wait for one."""
     if gateway.spool.pending():
-        if replay(gateway.spool, gateway.engine, config=gateway.config, wait_seconds=wait_seconds) is None:
+        replayed = replay(gateway.spool, gateway.engine, config=gateway.config, wait_seconds=wait_seconds or 0.0)
+        if replayed is None and wait_seconds is not None:
             # Another worker's replay outlasted the wait: what it holds is not stored yet.
             raise ReplayBusy("another process is still replaying the spool")
 

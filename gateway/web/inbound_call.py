@@ -111,7 +111,7 @@ class InboundCallEndpoint:
         jsonlog.bind(method="POST", path=PATH, call_sid=inbound.call_sid)
         metrics.activate(self.metrics)
         try:
-            return calls.on_database_else_spool(gateway, lambda storage: calls.answer_call(storage, route, inbound, flow))
+            return calls.take_call(gateway, route, inbound, flow)
         except Exception:  # even the fail-open answer failed: an answer that needs nothing
             log.exception("unexpected error on %s; answering plainly", PATH)
             return gateway.renderer.apology(NO_AGENT_APOLOGY)

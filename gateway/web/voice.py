@@ -60,7 +60,7 @@ def call() -> Response:
         log.warning("call %s to %r: that number is not in the config; apologising", inbound.call_sid, inbound.to_number)
         return _apology(UNKNOWN_NUMBER_APOLOGY)
     flow = call_flow()
-    return twiml_response(_on_database_else_spool(lambda storage: calls.answer_call(storage, route, inbound, flow)))
+    return twiml_response(calls.take_call(current_gateway(), route, inbound, flow))
 
 
 @bp.post("/dial-status")
