@@ -508,3 +508,19 @@ def test_a_call_twilio_sends_twice_during_an_outage_is_one_conversation_after_re
         ("handoff_initiated", "Billing"),
     ]
     assert not (scenario.app.extensions["gateway"].spool.directory / "rejected.jsonl").exists()
+
+
+def test_a_new_call_may_trust_an_empty_spool_for_a_moment_callbacks_never_do(tmp_path):
+    """New calls need nothing from the spool, so they look at it once a tenth of a second, not
+    once a call; a record this process spools counts at once, and callbacks always look."""
+    ours, other_worker = Spool(tmp_path / "spool"), Spool(tmp_path / "spool")
+    assert not ours.pending(trust_empty_for=60)
+    other_worker.append({"kind": "call"})
+    assert not ours.pending(trust_empty_for=60)  # within the minute it trusts
+    assert ours.pending()  # a callback's look
+    assert ours.pending(trust_empty_for=60)  # found waiting: nothing is trusted until it is empty again
+
+    fresh = Spool(tmp_path / "other")
+    assert not fresh.pending(trust_empty_for=60)
+    fresh.append({"kind": "call"})
+    assert fresh.pending(trust_empty_for=60)  # its own record, at once

@@ -1,11 +1,12 @@
 """Database tables. Plain SQLModel: nothing here knows about HTTP or Twilio."""
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timezone
 
 from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from gateway.infra.random_ids import random_uuid
 
 
 def utcnow() -> datetime:
@@ -14,7 +15,7 @@ def utcnow() -> datetime:
 
 def new_id() -> str:
     """A conversation id: a random UUID, made before the row so TwiML can carry it."""
-    return str(uuid.uuid4())
+    return str(random_uuid())
 
 
 def _timestamp(**kwargs) -> Field:

@@ -33,6 +33,8 @@ T = TypeVar("T")
 
 #: How long a webhook waits for another worker's spool replay before going on without it.
 REPLAY_WAIT_SECONDS = 2.0
+#: How long a new call trusts that the spool was empty (it needs nothing from it; see `take_call`).
+NEW_CALL_SPOOL_CHECK_SECONDS = 0.1
 
 
 class CallStorage(Protocol):
@@ -174,8 +176,9 @@ def take_call(gateway: CallServices, route: NumberRoute, call: InboundCall, flow
 
 
 def _replay_spool(gateway: CallServices, wait_seconds: float | None) -> None:
-    """Replay what is spooled; None: only if no other process is replaying, and never wait for one."""
-    if gateway.spool.pending():
+    """Replay what is spooled; None: only if no other process is replaying, and never wait for one
+    (and a spool found empty within NEW_CALL_SPOOL_CHECK_SECONDS is not looked at again)."""
+    if gateway.spool.pending(trust_empty_for=NEW_CALL_SPOOL_CHECK_SECONDS if wait_seconds is None else 0.0):
         replayed = replay(gateway.spool, gateway.engine, config=gateway.config, wait_seconds=wait_seconds or 0.0)
         if replayed is None and wait_seconds is not None:
             # Another worker's replay outlasted the wait: what it holds is not stored yet.

@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,8 @@ class Spool:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self.path = self.directory / RECORDS
+        #: When this process last found nothing to replay (see `pending`); None: not since its last append.
+        self._found_empty_at: float | None = None
 
     def create(self) -> None:
         """Make the folder at start-up, so an unwritable spool shows before the first outage."""
@@ -45,13 +48,27 @@ class Spool:
     def append(self, record: dict) -> None:
         """Write one record durably: it is on disk when this returns."""
         self._write_line(self.path, record)
+        self._found_empty_at = None
 
-    def pending(self) -> bool:
-        """Whether anything waits to be replayed; one stat(), cheap enough for every webhook."""
-        try:
-            return self.path.stat().st_size > 0
-        except FileNotFoundError:
+    def pending(self, *, trust_empty_for: float = 0.0) -> bool:
+        """Whether anything waits to be replayed: one stat().
+
+        With `trust_empty_for`, an empty spool found that many seconds ago or less is taken as
+        still empty, unless this process has spooled since: for callers that may miss another
+        process's newest record for a moment (a new call), one stat() a tenth of a second
+        instead of one per call. A stat() lets go of the GIL, and under gunicorn's threads each
+        let-go on a webhook's path costs a wait to get it back (docs/performance.md).
+        """
+        checked = self._found_empty_at
+        now = time.monotonic()
+        if trust_empty_for and checked is not None and now - checked <= trust_empty_for:
             return False
+        try:
+            waiting = self.path.stat().st_size > 0
+        except FileNotFoundError:
+            waiting = False
+        self._found_empty_at = None if waiting else now
+        return waiting
 
     def records(self) -> list[dict]:
         """Every record not yet replayed, oldest first."""
