@@ -107,13 +107,28 @@ class CommitGroup:
         queued.asleep.acquire()  # a leader is writing it; its own waits are bounded by this call's deadline
 
     def _lead(self, leader: _Queued) -> None:
-        """Take the writer turn, then every call queued by then; commit them; pass the lead on."""
+        """Take a connection, then the writer turn, then every call queued by then; commit them;
+        pass the lead on.
+
+        The connection comes first: the pool's checks at checkout make system calls, and each
+        lets go of the GIL, which another thread may then hold for a while. Inside the turn,
+        that while would stall every writer of every worker.
+        """
         turn = sqlite_writer.writer_turn(self.engine)
         group: list[_Queued] = []
+        try:
+            connection = self._connection()
+        except Exception as error:  # the database is unavailable: every call queued fails open now
+            with self._guard:
+                group, self._queue = self._queue, []
+            _fail(group, error)
+            self._pass_lead(leader, group)
+            return
         try:
             if turn is not None:
                 turn.acquire(max(0.0, leader.deadline - time.monotonic()))
         except OperationalError as error:  # locked past this call's deadline; those behind may wait on
+            connection.close()
             with self._guard:
                 self._queue.remove(leader)
             _fail([leader], error)
@@ -122,7 +137,7 @@ class CommitGroup:
         try:
             with self._guard:
                 group, self._queue = self._queue, []
-            self._write(group)
+            self._write(connection, group)
         finally:
             if turn is not None:
                 turn.release()
@@ -141,9 +156,9 @@ class CommitGroup:
             if queued is not leader:  # awake already (and perhaps woken once to lead)
                 queued.asleep.release()
 
-    def _write(self, group: list[_Queued]) -> None:
+    def _write(self, connection, group: list[_Queued]) -> None:
         try:
-            self._commit(group)
+            self._commit(connection, group)
         except _UNAVAILABLE as error:
             _fail(group, error)
         except DBAPIError as error:
@@ -152,7 +167,7 @@ class CommitGroup:
             else:  # one call's data: write each alone, so the others are kept
                 for queued in group:
                     try:
-                        self._commit([queued])
+                        self._commit(self._connection(), [queued])
                     except DBAPIError as alone:
                         _fail([queued], alone)
         except BaseException as error:  # a bug in a call's work: it must not strand the others
@@ -160,10 +175,13 @@ class CommitGroup:
             if not isinstance(error, Exception):
                 raise
 
-    def _commit(self, group: list[_Queued]) -> None:
-        """One transaction for the group; each call's outcome set once it is committed."""
+    def _connection(self):
         with store.dbapi_errors(self.engine.dialect):
-            connection = self.engine.raw_connection()
+            return self.engine.raw_connection()
+
+    def _commit(self, connection, group: list[_Queued]) -> None:
+        """One transaction for the group on `connection` (given back after); each call's outcome
+        set once it is committed."""
         try:
             results = self.stage(self.engine, connection, [queued.item for queued in group])
             with store.dbapi_errors(self.engine.dialect):
