@@ -71,6 +71,29 @@ def test_calls_arriving_while_the_database_is_busy_are_committed_together(databa
     assert commits < CALLS  # the first call's commit went alone; those waiting behind it went together
 
 
+def test_a_commit_with_a_retried_call_among_new_ones_stores_each_callsid_once(database_url, make_app):
+    """Twilio's retry (or a racing twin) in the same commit as new calls: the retry gets the
+    stored call's answer, every other call is stored, once."""
+    app = make_app()
+    client = app.test_client()
+    retried = "CA" + "9" * 32
+    first = post_signed(client, "/voice/call", call_params(call_sid=retried))
+    call_sids = [retried] + [f"CA{i:032x}" for i in range(CALLS - 1)]
+    with database_busy(app, database_url):
+        answers = place_calls(app, call_sids)
+        time.sleep(0.5)
+    answers = list(answers)
+
+    assert [answer.status_code for answer in answers] == [200] * CALLS
+    assert answers[0].data == first.data  # the stored conversation's TwiML, its id included
+    with Session(app.extensions["gateway"].engine) as session:
+        stored = sorted(conversation.call_sid for conversation in session.exec(select(Conversation)).all())
+        history = session.exec(select(HandoffEvent)).all()
+    assert stored == sorted(call_sids)
+    assert len(history) == CALLS
+    assert not app.extensions["gateway"].spool.pending()
+
+
 def test_a_call_whose_row_fails_costs_no_other_call_of_its_commit(database_url, make_app):
     app = make_app()
     engine = app.extensions["gateway"].engine

@@ -11,7 +11,8 @@ nothing waits that did not before.
 
 Nothing is answered before its group is committed. A group that fails for want of the
 database (locked, down) fails every call in it, and each fails open as alone; a group that
-fails on one call's data is written again call by call, so one bad row costs no one else.
+fails on one call's data is written again call by call, so one bad row costs no one else (so
+is a group in which some CallSids, not all, were stored already: Twilio's retries, twins).
 Every wait is bounded by the busy timeout, counted from when the call queued.
 
 No Flask here.
@@ -161,10 +162,10 @@ class CommitGroup:
             self._commit(connection, group)
         except _UNAVAILABLE as error:
             _fail(group, error)
-        except DBAPIError as error:
+        except (DBAPIError, store.SomeCallsKnown) as error:
             if len(group) == 1:
                 _fail(group, error)
-            else:  # one call's data: write each alone, so the others are kept
+            else:  # one call's data, or which calls were new: write each alone, so the others are kept
                 for queued in group:
                     try:
                         self._commit(self._connection(), [queued])

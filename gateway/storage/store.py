@@ -194,6 +194,10 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=timezone.utc)
 
 
+class SomeCallsKnown(Exception):
+    """Some calls of a group were stored already (a retry, a racing twin): write them one by one."""
+
+
 @dataclass(frozen=True)
 class _PreparedRowsInsert:
     """INSERT .. ON CONFLICT DO NOTHING of n rows, compiled once per dialect, table, columns and n,
@@ -224,15 +228,11 @@ class _PreparedRowsInsert:
 _ROW_COUNTS_KEPT = 128
 
 
-@lru_cache(maxsize=_ROW_COUNTS_KEPT * 4)
-def _prepared_rows_insert(
-    dialect: Dialect, table: Table, columns: tuple[str, ...], count: int, returning: str | None
-) -> _PreparedRowsInsert:
+@lru_cache(maxsize=_ROW_COUNTS_KEPT * 2)
+def _prepared_rows_insert(dialect: Dialect, table: Table, columns: tuple[str, ...], count: int) -> _PreparedRowsInsert:
     insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
     rows = [{name: bindparam(f"{name}__{number}") for name in columns} for number in range(count)]
     statement = insert(table).values(rows).on_conflict_do_nothing()
-    if returning is not None:
-        statement = statement.returning(table.c[returning])
     compiled = statement.compile(dialect=dialect)
     processors = {}
     for name in columns:
@@ -247,8 +247,7 @@ def _prepared_rows_insert(
 
 def insert_ignoring_conflict(session: Session, table: Table, values: dict) -> int:
     """Stage a row unless it clashes with a unique one, so racing writers never raise; rows inserted."""
-    inserted, _ = _insert_rows(dbapi_connection(session), session.get_bind().dialect, table, [values])
-    return inserted
+    return _insert_rows(dbapi_connection(session), session.get_bind().dialect, table, [values])
 
 
 @contextmanager
@@ -263,6 +262,7 @@ def dbapi_errors(dialect: Dialect, statement: str | None = None, parameters=None
 
 def add_new_calls(connection: DBAPIConnection, dialect: Dialect, calls: list[tuple[dict, dict | None]]) -> list[bool]:
     """Stage new calls' conversation rows and first history entries; for each, False if its CallSid is known.
+    SomeCallsKnown when that is so of some calls but not all: the caller rolls back and writes each alone.
 
     The path every new call takes: one prebuilt multi-row INSERT for the conversations, one for
     the history of those inserted, and no read, however many calls commit together (each
@@ -270,29 +270,29 @@ def add_new_calls(connection: DBAPIConnection, dialect: Dialect, calls: list[tup
     twin's INSERT waits on the CallSid's unique index until the winner commits, then inserts
     nothing. The dicts are left as given, so a commit group can stage them again.
     """
-    _, returned = _insert_rows(connection, dialect, Conversation.__table__, [row for row, _ in calls], returning="id")
-    inserted = set(returned)
+    rows = [row for row, _ in calls]
+    count = _insert_rows(connection, dialect, Conversation.__table__, rows)
+    # The row count tells which calls were new when it is all or none of them. RETURNING would
+    # tell it row by row, but SQLite steps once a row, and each step lets go of the GIL while
+    # the group holds the writer turn.
+    if 0 < count < len(rows):
+        raise SomeCallsKnown(f"{len(rows) - count} of {len(rows)} calls were stored already")
+    inserted = {row["id"] for row in rows} if count else set()
     events = [event for row, event in calls if event is not None and row["id"] in inserted]
     if events:
         _insert_rows(connection, dialect, HandoffEvent.__table__, events)
     return [row["id"] in inserted for row, _ in calls]
 
 
-def _insert_rows(
-    connection: DBAPIConnection, dialect: Dialect, table: Table, rows: list[dict], returning: str | None = None
-) -> tuple[int, list]:
-    """INSERT .. ON CONFLICT DO NOTHING of rows with the same columns: how many were inserted,
-    and their `returning` column."""
-    prepared = _prepared_rows_insert(dialect, table, tuple(rows[0]), len(rows), returning)
+def _insert_rows(connection: DBAPIConnection, dialect: Dialect, table: Table, rows: list[dict]) -> int:
+    """INSERT .. ON CONFLICT DO NOTHING of rows with the same columns: how many were inserted."""
+    prepared = _prepared_rows_insert(dialect, table, tuple(rows[0]), len(rows))
     parameters = prepared.parameters(rows)
     with dbapi_errors(dialect, prepared.sql, parameters):
         cursor = connection.cursor()
         try:
             cursor.execute(prepared.sql, parameters)
-            if returning is None:
-                return cursor.rowcount, []
-            returned = [found for (found,) in cursor.fetchall()]
-            return len(returned), returned
+            return cursor.rowcount
         finally:
             cursor.close()
 
