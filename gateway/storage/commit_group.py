@@ -169,7 +169,7 @@ class CommitGroup:
                 for queued in group:
                     try:
                         self._commit(self._connection(), [queued])
-                    except DBAPIError as alone:
+                    except Exception as alone:  # whatever it is, it is this call's alone
                         _fail([queued], alone)
         except BaseException as error:  # a bug in a call's work: it must not strand the others
             _fail(group, error)
