@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 import weakref
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -110,7 +111,7 @@ def _sqlite_engine(database_url: str, busy_timeout: float) -> Engine:
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection, _record):
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _use_wal(cursor, busy_timeout)
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -124,6 +125,24 @@ def _sqlite_engine(database_url: str, busy_timeout: float) -> Engine:
             context.is_disconnect = True
 
     return engine
+
+
+def _use_wal(cursor, busy_timeout: float) -> None:
+    """Put the file in WAL mode (the file keeps it), trying again for up to the busy timeout.
+
+    Only the first connections to a new database change the mode, and when several instances
+    start on it together SQLite may refuse one of them at once, without its busy wait, rather
+    than risk a deadlock; a moment later the mode is set, or set already.
+    """
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 class SqliteFile:
