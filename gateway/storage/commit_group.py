@@ -23,7 +23,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Generic, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -32,8 +31,6 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from gateway.infra import metrics
 from gateway.storage import sqlite_writer, store
 
-Item = TypeVar("Item")
-Result = TypeVar("Result")
 #: Stages a group's items on a connection inside its transaction; one result per item, in order.
 Stager = Callable[[Engine, DBAPIConnection, list], list]
 
@@ -44,12 +41,12 @@ _groups: weakref.WeakKeyDictionary[Engine, CommitGroup] = weakref.WeakKeyDiction
 _groups_guard = threading.Lock()
 
 
-class _Queued(Generic[Item, Result]):
+class _Queued:
     """One call's write, waiting for the group that commits it."""
 
     __slots__ = ("item", "deadline", "asleep", "leads", "finished", "result", "error")
 
-    def __init__(self, item: Item, deadline: float) -> None:
+    def __init__(self, item, deadline: float) -> None:
         self.item = item
         self.deadline = deadline
         #: Held until the call is woken (to lead, or with its outcome): a bare lock, released
@@ -58,10 +55,10 @@ class _Queued(Generic[Item, Result]):
         self.asleep.acquire()
         self.leads = False
         self.finished = False
-        self.result: Result | None = None
+        self.result = None
         self.error: BaseException | None = None
 
-    def outcome(self) -> Result:
+    def outcome(self):
         if self.error is not None:
             raise self.error
         return self.result

@@ -5,8 +5,8 @@ sleeps at least 1 ms before it looks again, and every ~1000 pages the committing
 copies the WAL into the database with two fsyncs (the automatic checkpoint): both show in the
 webhook's p99. So each commit group of new calls (gateway/storage/commit_group.py) takes a
 `WriterTurn` first — a thread lock within the process and an `flock` across processes, which
-hands over as soon as the holder is done, bounded by the busy timeout — and the WAL is checkpointed by a background thread of each
-process instead (`wal_autocheckpoint=0`).
+hands over as soon as the holder is done, bounded by the calls' busy timeout — and the WAL is
+checkpointed by a background thread of each process instead (`wal_autocheckpoint=0`).
 
 No Flask here; gateway/storage/store.py attaches both to a SQLite engine.
 """
@@ -38,16 +38,15 @@ _turns: weakref.WeakKeyDictionary[Engine, WriterTurn] = weakref.WeakKeyDictionar
 class WriterTurn:
     """One writer at a time per database file, across the threads and processes that share it."""
 
-    def __init__(self, database_path: str, timeout: float) -> None:
+    def __init__(self, database_path: str) -> None:
         self.path = f"{database_path}-writer.lock"
-        self.timeout = timeout
         self._in_process = threading.Lock()
         self._file = None
         self._file_pid: int | None = None
 
-    def acquire(self, timeout: float | None = None) -> None:
-        """Wait for the turn, at most `timeout` (the busy timeout); then OperationalError, as SQLite's own wait."""
-        timeout = self.timeout if timeout is None else timeout
+    def acquire(self, timeout: float) -> None:
+        """Wait for the turn, at most `timeout` (what is left of the busy timeout); then
+        OperationalError, as SQLite's own wait."""
         started = time.monotonic()
         if not self._in_process.acquire(timeout=timeout):
             raise _timed_out(timeout)
@@ -87,9 +86,9 @@ def _timed_out(timeout: float) -> OperationalError:
     )
 
 
-def attach(engine: Engine, database_path: str, busy_timeout: float) -> None:
+def attach(engine: Engine, database_path: str) -> None:
     """Give a SQLite engine its writer turn and a checkpoint thread per process that uses it."""
-    turn = _turns[engine] = WriterTurn(database_path, busy_timeout)
+    turn = _turns[engine] = WriterTurn(database_path)
     checkpointer = _Checkpointer(engine, database_path)
 
     @event.listens_for(engine, "connect")

@@ -92,7 +92,7 @@ def _sqlite_engine(database_url: str, busy_timeout: float) -> Engine:
     else:
         database_file = SqliteFile(path, busy_timeout)
         engine = create_engine(database_url, creator=database_file.connect)
-        sqlite_writer.attach(engine, path, busy_timeout)
+        sqlite_writer.attach(engine, path)
 
         @event.listens_for(engine, "connect")
         def _remember_file(_dbapi_connection, record):
@@ -296,11 +296,11 @@ def add_new_calls(connection: DBAPIConnection, dialect: Dialect, calls: list[tup
     # the group holds the writer turn.
     if 0 < count < len(rows):
         raise SomeCallsKnown(f"{len(rows) - count} of {len(rows)} calls were stored already")
-    inserted = {row["id"] for row in rows} if count else set()
-    events = [event for row, event in calls if event is not None and row["id"] in inserted]
-    if events:
+    all_new = count > 0
+    events = [event for _, event in calls if event is not None]
+    if all_new and events:
         _insert_rows(connection, dialect, HandoffEvent.__table__, events)
-    return [row["id"] in inserted for row, _ in calls]
+    return [all_new] * len(calls)
 
 
 def _insert_rows(connection: DBAPIConnection, dialect: Dialect, table: Table, rows: list[dict]) -> int:

@@ -152,7 +152,7 @@ def on_database_else_spool(gateway: CallServices, use_case: Callable[[CallStorag
     """
     try:
         gateway.ensure_schema()  # a flag once the schema is checked; raises while down or behind
-        _replay_spool(gateway, REPLAY_WAIT_SECONDS if after_any_replay else None)
+        _replay_spool(gateway, after_any_replay)
         with DatabaseCalls(gateway.engine, gateway.config) as storage:
             return use_case(storage)
     except FAIL_OPEN_ERRORS as error:
@@ -175,12 +175,15 @@ def take_call(gateway: CallServices, route: NumberRoute, call: InboundCall, flow
     return on_database_else_spool(gateway, lambda storage: answer_call(storage, route, call, flow), after_any_replay=False)
 
 
-def _replay_spool(gateway: CallServices, wait_seconds: float | None) -> None:
-    """Replay what is spooled; None: only if no other process is replaying, and never wait for one
-    (and a spool found empty within NEW_CALL_SPOOL_CHECK_SECONDS is not looked at again)."""
-    if gateway.spool.pending(trust_empty_for=NEW_CALL_SPOOL_CHECK_SECONDS if wait_seconds is None else 0.0):
-        replayed = replay(gateway.spool, gateway.engine, config=gateway.config, wait_seconds=wait_seconds or 0.0)
-        if replayed is None and wait_seconds is not None:
+def _replay_spool(gateway: CallServices, after_any_replay: bool) -> None:
+    """Replay what is spooled. Without `after_any_replay`: only if no other process is replaying,
+    never waiting for one, and a spool found empty within NEW_CALL_SPOOL_CHECK_SECONDS is not
+    looked at again."""
+    trust_empty_for = 0.0 if after_any_replay else NEW_CALL_SPOOL_CHECK_SECONDS
+    if gateway.spool.pending(trust_empty_for=trust_empty_for):
+        wait_seconds = REPLAY_WAIT_SECONDS if after_any_replay else 0.0
+        replayed = replay(gateway.spool, gateway.engine, config=gateway.config, wait_seconds=wait_seconds)
+        if replayed is None and after_any_replay:
             # Another worker's replay outlasted the wait: what it holds is not stored yet.
             raise ReplayBusy("another process is still replaying the spool")
 
