@@ -105,7 +105,7 @@ def test_a_call_whose_row_fails_costs_no_other_call_of_its_commit(database_url, 
             "id": f"conversation-{number}", "project_key": project_key, "channel": "voice",
             "call_sid": f"CA{number:032x}", "data": {}, "started_at": now, "updated_at": now, "attempts": 0,
         }
-        return row, None
+        return row
 
     calls = [new_call(number, None if number == 3 else "acme") for number in range(CALLS)]  # 3 lacks its project
     with database_busy(app, database_url):

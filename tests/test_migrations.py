@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from alembic import command as alembic_command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
@@ -170,6 +171,52 @@ def test_instances_upgrading_at_once_migrate_one_after_the_other(empty_database_
 
     assert revisions == [schema.head()] * len(engines)
     assert _drift(engine) == []
+
+
+def _store_conversation(connection, call_sid: str, *, first_attempt: bool) -> str:
+    """A conversation row as a new call's INSERT writes it, with or without its first attempt begun."""
+    conversation_id = "conv-" + call_sid[-8:]
+    connection.execute(
+        text(
+            "INSERT INTO conversations (id, project_key, channel, call_sid, data, attempts, state, destination, "
+            "started_at, updated_at) VALUES (:id, :project, 'voice', :sid, '{}', :attempts, :state, :destination, "
+            ":at, :at)"
+        ),
+        {
+            "id": conversation_id, "project": ACME, "sid": call_sid, "attempts": 1 if first_attempt else 0,
+            "state": "handoff_initiated" if first_attempt else None,
+            "destination": "Front desk" if first_attempt else None, "at": "2026-12-03 10:00:00+00:00",
+        },
+    )
+    return conversation_id
+
+
+def _history_of(connection, conversation_id: str) -> list[tuple]:
+    rows = connection.execute(
+        text("SELECT state, destination, detail, dedupe_key, at FROM handoff_events WHERE conversation_id = :id"),
+        {"id": conversation_id},
+    )
+    return [(state, destination, detail, dedupe_key, str(at)[:19]) for state, destination, detail, dedupe_key, at in rows]
+
+
+def test_the_database_writes_the_first_history_entry_of_a_call_stored_with_its_first_attempt(engine):
+    """Migration 0004: one INSERT stores a new call and its first history entry; 0003 wrote none."""
+    schema.upgrade(engine)
+    with engine.begin() as connection:
+        transferred = _store_conversation(connection, "CA" + "1" * 32, first_attempt=True)
+        assistant = _store_conversation(connection, "CA" + "2" * 32, first_attempt=False)
+        assert _history_of(connection, transferred) == [
+            ("handoff_initiated", "Front desk", None, "attempt:1", "2026-12-03 10:00:00")
+        ]
+        assert _history_of(connection, assistant) == []
+
+    with engine.connect() as connection:
+        config = schema._alembic_config(connection)
+        alembic_command.downgrade(config, "0003")
+        connection.commit()
+    with engine.begin() as connection:
+        before_0004 = _store_conversation(connection, "CA" + "3" * 32, first_attempt=True)
+        assert _history_of(connection, before_0004) == []
 
 
 def test_a_database_made_before_migrations_is_adopted_with_every_row(cli, engine):

@@ -48,7 +48,7 @@ WRITES = {
     "add_destination": lambda s, g: project_store.add_destination(s, ACME, "Night desk", {"name": "Night desk", "method": "bye"}),
     "add_api_key": lambda s, g: project_store.add_api_key(s, ACME, "b" * 64, "crm"),
     "delete_call": lambda s, g: store.delete_call(s, g["call_sid"]),
-    "add_new_calls": lambda s, g: store.add_new_calls(store.dbapi_connection(s), s.get_bind().dialect, [(_new_call_row(), None)]),
+    "add_new_calls": lambda s, g: store.add_new_calls(store.dbapi_connection(s), s.get_bind().dialect, [_new_call_row()]),
 }
 
 

@@ -5,7 +5,7 @@ commit at a time (SQLite one writer at all). One commit per call made the thread
 queue on the writer turn and the commit, each hand-over costing a wake-up and a GIL switch,
 with the CPU half idle (docs/performance.md). Here the first waiting thread leads: it takes
 the writer turn, then every call queued by then, writes them in one transaction (one
-multi-row INSERT a table), commits once, and wakes the others with their own outcome; the
+multi-row INSERT), commits once, and wakes the others with their own outcome; the
 calls that queued meanwhile go with the next leader. Under no load a group is one call, so
 nothing waits that did not before.
 
@@ -205,9 +205,9 @@ def _timed_out(timeout: float) -> OperationalError:
 
 
 def new_calls(engine: Engine) -> CommitGroup:
-    """The engine's group for new calls, made on first use: items are (conversation row, first
-    history entry or None), results whether the call was new (gateway/storage/store.py's
-    add_new_calls). Its waits are bounded by the engine's busy timeout."""
+    """The engine's group for new calls, made on first use: items are conversation rows, results
+    whether the call was new (gateway/storage/store.py's add_new_calls). Its waits are bounded by
+    the engine's busy timeout."""
     group = _groups.get(engine)
     if group is None:
         with _groups_guard:

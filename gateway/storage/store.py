@@ -279,28 +279,24 @@ def dbapi_errors(dialect: Dialect, statement: str | None = None, parameters=None
         raise DBAPIError.instance(statement, parameters, error, dialect.loaded_dbapi.Error) from error
 
 
-def add_new_calls(connection: DBAPIConnection, dialect: Dialect, calls: list[tuple[dict, dict | None]]) -> list[bool]:
-    """Stage new calls' conversation rows and first history entries; for each, False if its CallSid is known.
+def add_new_calls(connection: DBAPIConnection, dialect: Dialect, rows: list[dict]) -> list[bool]:
+    """Stage new calls' conversation rows; for each, False if its CallSid is known.
     SomeCallsKnown when that is so of some calls but not all: the caller rolls back and writes each alone.
 
-    The path every new call takes: one prebuilt multi-row INSERT for the conversations, one for
-    the history of those inserted, and no read, however many calls commit together (each
-    statement also lets other threads run while SQLite works, and ask it back after). A racing
-    twin's INSERT waits on the CallSid's unique index until the winner commits, then inserts
-    nothing. The dicts are left as given, so a commit group can stage them again.
+    The path every new call takes: one prebuilt multi-row INSERT, and no read, however many
+    calls commit together. A row stored with its first attempt begun gets its first history
+    entry from the INSERT's trigger (migration 0004), in the same statement: each statement lets
+    other threads run while the database works, and asks the GIL back after. A racing twin's
+    INSERT waits on the CallSid's unique index until the winner commits, then inserts nothing.
+    The dicts are left as given, so a commit group can stage them again.
     """
-    rows = [row for row, _ in calls]
     count = _insert_rows(connection, dialect, Conversation.__table__, rows)
     # The row count tells which calls were new when it is all or none of them. RETURNING would
     # tell it row by row, but SQLite steps once a row, and each step lets go of the GIL while
     # the group holds the writer turn.
     if 0 < count < len(rows):
         raise SomeCallsKnown(f"{len(rows) - count} of {len(rows)} calls were stored already")
-    all_new = count > 0
-    events = [event for _, event in calls if event is not None]
-    if all_new and events:
-        _insert_rows(connection, dialect, HandoffEvent.__table__, events)
-    return [all_new] * len(calls)
+    return [count > 0] * len(rows)
 
 
 def _insert_rows(connection: DBAPIConnection, dialect: Dialect, table: Table, rows: list[dict]) -> int:

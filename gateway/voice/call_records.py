@@ -57,7 +57,7 @@ RECORD_VERSION = 1
 class DatabaseSink:
     """Stage records in the database; the caller commits. `config` tells a bye handoff from others.
 
-    A new call, the path every call takes, needs no ORM session: its two prepared INSERTs run
+    A new call, the path every call takes, needs no ORM session: its prepared INSERT runs
     in a commit group (gateway/storage/commit_group.py), committed with the new calls of the
     other threads. The session is made on first use, for everything else.
     """
@@ -95,13 +95,14 @@ class DatabaseSink:
     def __exit__(self, *_exc) -> None:
         self.close()
 
-    def _insert_new_call(self, row: dict, event: dict | None) -> bool:
-        """Store a new call's rows; False if its CallSid is stored. Without a session, in a commit
-        group: committed, with the calls that came meanwhile, before this returns."""
+    def _insert_new_call(self, row: dict) -> bool:
+        """Store a new call's row (its first history entry comes with it); False if its CallSid is
+        stored. Without a session, in a commit group: committed, with the calls that came
+        meanwhile, before this returns."""
         if self._session is not None:
             connection = store.dbapi_connection(self._session)
-            return store.add_new_calls(connection, self.engine.dialect, [(row, event)])[0]
-        return commit_group.new_calls(self.engine).run((row, event))
+            return store.add_new_calls(connection, self.engine.dialect, [row])[0]
+        return commit_group.new_calls(self.engine).run(row)
 
     def apply(self, record: Record) -> bool:
         """True when the record took effect as decided; False when the stored state had moved on."""
@@ -130,16 +131,7 @@ class DatabaseSink:
             "reason": first.reason if first else None,
             "utterance": first.utterance if first else None,
         }
-        event = None
-        if first:
-            event = {
-                "conversation_id": call.id,
-                "state": handoff.INITIATED,
-                "destination": first.destination,
-                "dedupe_key": "attempt:1",
-                "at": record.at,
-            }
-        if self._insert_new_call(row, event):
+        if self._insert_new_call(row):
             if first:
                 handoff.announce(call.id, handoff.INITIATED, first.destination)
             return True
