@@ -157,13 +157,17 @@ def run_wrk(port: int, requests_file: Path, script: Path, connections: int, seco
     }
 
 
-def measure(name: str, round_number: int, env: dict, args, folder: Path, script: Path) -> dict:
-    """One round of one app: start it, warm it up, load it, stop it."""
+def measure(name: str, app_number: int, round_number: int, env: dict, args, folder: Path, script: Path) -> dict:
+    """One round of one app: start it, warm it up, load it, stop it.
+
+    Its CallSids are its own in the run: the gateway's variants share one PostgreSQL database,
+    where another app's CallSids would all be Twilio retries, not new calls.
+    """
     port = free_port()
     url = f"http://127.0.0.1:{port}/voice/call"
     warmup, measured = folder / "warmup.txt", folder / f"requests-{round_number}.txt"
-    write_requests(warmup, url, 5_000, f"f{round_number:07x}")
-    write_requests(measured, url, args.requests, f"{round_number:08x}")
+    write_requests(warmup, url, 5_000, f"f{app_number:01x}{round_number:06x}")
+    write_requests(measured, url, args.requests, f"{app_number:02x}{round_number:06x}")
     process = start(name, port, env, folder / f"{name}-{round_number}.log")
     try:
         run_wrk(port, warmup, script, args.connections, args.warmup)
@@ -248,7 +252,10 @@ def main() -> None:
                 environments[name] = app_environment(name, folder, base, database_url)
                 environments[name].update(setting.split("=", 1) for setting in settings.split(",") if setting)
             for number in range(args.rounds):
-                rounds.append({name: measure(name, number, env, args, folder, script) for name, env in environments.items()})
+                rounds.append({
+                    name: measure(name, app_number, number, env, args, folder, script)
+                    for app_number, (name, env) in enumerate(environments.items())
+                })
                 print(f"round {number + 1}: " + ", ".join(f"{name} {r['rps']:.0f} req/s" for name, r in rounds[-1].items()),
                       file=sys.stderr)
             stored = count_stored(environments["gateway"]["GATEWAY_DATABASE_URL"])
