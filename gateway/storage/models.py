@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from gateway.infra.random_ids import random_uuid
+from gateway.infra.random_ids import time_ordered_uuid
 
 
 def utcnow() -> datetime:
@@ -14,8 +14,9 @@ def utcnow() -> datetime:
 
 
 def new_id() -> str:
-    """A conversation id: a random UUID, made before the row so TwiML can carry it."""
-    return str(random_uuid())
+    """A conversation id: a time-ordered UUID (gateway/infra/random_ids.py), made before the row
+    so TwiML can carry it."""
+    return str(time_ordered_uuid())
 
 
 def _timestamp(**kwargs) -> Field:
