@@ -72,6 +72,8 @@ def upgrade_database() -> None:
     engine = make_engine(_settings().database_url)
     try:
         revision = schema.upgrade(engine)
+    except schema.UpgradeRefused as refused:
+        raise click.ClickException(str(refused)) from refused
     finally:
         engine.dispose()
     click.echo(f"database at revision {revision}: {engine.url.render_as_string(hide_password=True)}")

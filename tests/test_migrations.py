@@ -350,3 +350,40 @@ def test_the_previous_release_keeps_serving_a_database_a_newer_release_upgraded(
         stored = connection.execute(text("SELECT state FROM conversations WHERE call_sid = :sid"), {"sid": "CA" + "7" * 32})
         assert stored.scalar_one() == "handoff_initiated"
     app.extensions["gateway"].engine.dispose()
+
+
+def _destination_row(row_id: int, project_key: str, name: str) -> dict:
+    return {
+        "id": row_id, "project_key": project_key, "name": name, "body": "{}",
+        "created_at": "2026-11-20 10:00:00+00:00", "updated_at": "2026-11-20 10:00:00+00:00",
+    }
+
+
+def test_an_upgrade_that_would_merge_destination_names_differing_only_in_case_stops_and_names_them(cli, engine):
+    """Migration 0003 makes names unique without regard to case: it must not fail half-way, nor
+    pick one of two destinations a route may name; the operator is told which to rename."""
+    with engine.connect() as connection:
+        alembic_command.upgrade(schema._alembic_config(connection), "0002")
+        connection.commit()
+    with engine.begin() as connection:
+        for row in (_destination_row(1, ACME, "Sales"), _destination_row(2, ACME, "sales "),
+                    _destination_row(3, "other/project", "SALES"), _destination_row(4, ACME, "Support")):
+            connection.execute(
+                text("INSERT INTO destinations (id, project_key, name, body, created_at, updated_at) "
+                     "VALUES (:id, :project_key, :name, :body, :created_at, :updated_at)"), row)
+
+    refused = cli("db", "upgrade")
+    assert refused.exit_code == 1
+    assert f"{ACME}: 'Sales' (id 1), 'sales ' (id 2)" in refused.output
+    assert "SALES" not in refused.output and "Support" not in refused.output  # no clash of their own
+    assert "Rename or delete all but one" in refused.output
+    assert _revision(engine) == "0002"
+    assert not inspect(engine).has_table("sign_in_failures")  # nothing was changed
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM destinations")).scalar_one() == 4
+
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE destinations SET name = 'Sales (west)' WHERE id = 2"))
+    upgraded = cli("db", "upgrade")
+    assert upgraded.exit_code == 0, upgraded.output
+    assert _revision(engine) == schema.head()

@@ -14,6 +14,7 @@ from tempfile import TemporaryDirectory
 
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
@@ -51,6 +52,14 @@ class DatabaseBehind(OperationalError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class UpgradeRefused(Exception):
+    """The upgrade stopped with a message for the operator: Alembic's own, or a migration's that
+    found rows it cannot carry over as they are (it says which, and what to do).
+
+    The upgrade's transaction is rolled back: the database is left at its revision.
+    """
 
 
 @lru_cache(maxsize=1)
@@ -105,7 +114,10 @@ def upgrade(engine: Engine) -> str:
             for index in BASELINE_LEFTOVER_INDEXES:
                 connection.execute(text(f"DROP INDEX IF EXISTS {index}"))
             command.stamp(config, BASELINE)
-        command.upgrade(config, "head")
+        try:
+            command.upgrade(config, "head")
+        except CommandError as refused:  # raised by a migration for the operator to read
+            raise UpgradeRefused(str(refused)) from refused
         revision = _revision_of(connection)
         connection.commit()
     if revision != before:

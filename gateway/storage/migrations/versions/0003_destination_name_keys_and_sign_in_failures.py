@@ -8,6 +8,7 @@ import unicodedata
 
 import sqlalchemy as sa
 from alembic import op
+from alembic.util import CommandError
 
 revision = "0003"
 down_revision = "0002"
@@ -20,7 +21,42 @@ def _name_key(name: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).strip().casefold())
 
 
+def _refuse_names_that_differ_only_in_case(connection, destinations) -> None:
+    """Stop before changing anything if a project has two destinations this revision would make one.
+
+    Renaming one by itself would send a route that names it to the other; the operator knows
+    which is which. The error names them, and the upgrade's transaction leaves the database as it was.
+    """
+    by_key: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for row_id, project_key, name in connection.execute(
+        sa.select(destinations.c.id, destinations.c.project_key, destinations.c.name).order_by(destinations.c.id)
+    ):
+        by_key.setdefault((project_key, _name_key(name)), []).append((row_id, name))
+    clashes = [
+        f"{project_key}: " + ", ".join(f"{name!r} (id {row_id})" for row_id, name in rows)
+        for (project_key, _), rows in by_key.items()
+        if len(rows) > 1
+    ]
+    if clashes:
+        raise CommandError(
+            "destination names become unique without regard to case, but these differ only in case: "
+            + "; ".join(clashes)
+            + ". Rename or delete all but one of each with the release you run now (the Destinations "
+            "API or the console), then run `gateway db upgrade` again. Nothing was changed."
+        )
+
+
 def upgrade() -> None:
+    destinations = sa.table(
+        "destinations",
+        sa.column("id", sa.Integer),
+        sa.column("project_key", sa.String),
+        sa.column("name", sa.String),
+        sa.column("name_key", sa.String),
+    )
+    connection = op.get_bind()
+    _refuse_names_that_differ_only_in_case(connection, destinations)
+
     op.create_table(
         "sign_in_failures",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -35,8 +71,6 @@ def upgrade() -> None:
     # Existing destinations get their key from their name before the column may not be empty.
     with op.batch_alter_table("destinations", schema=None) as batch_op:
         batch_op.add_column(sa.Column("name_key", sa.String(length=300), nullable=True))
-    destinations = sa.table("destinations", sa.column("id", sa.Integer), sa.column("name", sa.String), sa.column("name_key", sa.String))
-    connection = op.get_bind()
     for row_id, name in connection.execute(sa.select(destinations.c.id, destinations.c.name)).all():
         connection.execute(destinations.update().where(destinations.c.id == row_id).values(name_key=_name_key(name)))
     with op.batch_alter_table("destinations", schema=None) as batch_op:
