@@ -99,7 +99,7 @@ class CommitGroup:
                 return
             if queued in self._queue:  # no leader took it in time: give up, as a busy SQLite would
                 self._queue.remove(queued)
-                queued.error = _timed_out(self.timeout)
+                queued.error = sqlite_writer.timed_out("commit", self.timeout)
                 queued.finished = True
                 return
         queued.asleep.acquire()  # a leader is writing it; its own waits are bounded by this call's deadline
@@ -196,12 +196,6 @@ class CommitGroup:
 def _fail(group: list[_Queued], error: BaseException) -> None:
     for queued in group:
         queued.error, queued.finished = error, True
-
-
-def _timed_out(timeout: float) -> OperationalError:
-    return OperationalError(
-        "wait for a commit", None, TimeoutError(f"database is locked: not committed within {timeout} s")
-    )
 
 
 def new_calls(engine: Engine) -> CommitGroup:

@@ -49,11 +49,11 @@ class WriterTurn:
         OperationalError, as SQLite's own wait."""
         started = time.monotonic()
         if not self._in_process.acquire(timeout=timeout):
-            raise _timed_out(timeout)
+            raise timed_out("writer turn", timeout)
         try:
             remaining = timeout - (time.monotonic() - started)
             if not flock_within(self._handle(), remaining, longest_pause=0.002):
-                raise _timed_out(timeout)
+                raise timed_out("writer turn", timeout)
         except BaseException:
             self._in_process.release()
             raise
@@ -80,9 +80,11 @@ class WriterTurn:
         return self._file
 
 
-def _timed_out(timeout: float) -> OperationalError:
+def timed_out(waited_for: str, timeout: float) -> OperationalError:
+    """What a wait bounded by the busy timeout raises when it runs out: the OperationalError a
+    busy SQLite raises, so every caller fails open on it as on SQLite's own."""
     return OperationalError(
-        "wait for SQLite's writer turn", None, TimeoutError(f"database is locked: no writer turn within {timeout} s")
+        f"wait for {waited_for}", None, TimeoutError(f"database is locked: no {waited_for} within {timeout} s")
     )
 
 
