@@ -17,14 +17,15 @@ from tests.support import ACCOUNT_SID, AUTH_TOKEN
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def procfile_gunicorn_arguments(port: int) -> list[str]:
-    """The Procfile's gunicorn flags, with their defaults filled in and bound to loopback."""
+def procfile_gunicorn_arguments(port: int, app: str = "app:app") -> list[str]:
+    """The Procfile's gunicorn flags, with their defaults filled in, bound to loopback, serving `app`."""
     web = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
     line = web.split("exec gunicorn", 1)[1]
     line = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", line)
     words = shlex.split(line)
     bind = words.index("--bind")
     del words[bind:bind + 2]
+    words[words.index("app:app")] = app
     return [*words, "--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
 
 
@@ -35,8 +36,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def gunicorn_as_in_the_procfile(tmp_path: Path, config_path: Path, **extra_env):
-    """Yield (base URL, port) of a gateway on SQLite in `tmp_path`; stopped at the end."""
+def gunicorn_as_in_the_procfile(tmp_path: Path, config_path: Path, app: str = "app:app", **extra_env):
+    """Yield (base URL, port) of a gateway (or `app`) on SQLite in `tmp_path`; stopped at the end."""
     port = free_port()
     metrics = tmp_path / "metrics"
     metrics.mkdir(exist_ok=True)
@@ -53,7 +54,7 @@ def gunicorn_as_in_the_procfile(tmp_path: Path, config_path: Path, **extra_env):
     log = tmp_path / "gunicorn.log"
     with log.open("w") as log_file:
         server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", *procfile_gunicorn_arguments(port)],
+            [sys.executable, "-m", "gunicorn", *procfile_gunicorn_arguments(port, app)],
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
