@@ -29,7 +29,16 @@ def test_ids_sort_as_text_by_the_millisecond_they_were_made_in():
         assert made_before <= uuid.UUID(conversation_id).int >> 80 <= made_after
 
 
+def _random_bits(conversation_id: str) -> int:
+    """The 74 bits an id draws from the system's randomness (rand_a and rand_b, RFC 9562)."""
+    value = uuid.UUID(conversation_id).int
+    return (value >> 64 & 0xFFF) << 62 | value & (1 << 62) - 1
+
+
 def test_a_forked_worker_never_makes_its_parents_ids():
+    """Compared by their random bits alone: ids made in another millisecond differ by their
+    time even when the child reuses the parent's randomness, which would make twins of the
+    two workers' ids in any millisecond they share."""
     new_id()  # the parent has read randomness it has not used up yet (gunicorn --preload forks after this)
     reading, writing = os.pipe()
     child = os.fork()
@@ -41,7 +50,7 @@ def test_a_forked_worker_never_makes_its_parents_ids():
     os.close(writing)
     os.waitpid(child, 0)
     with os.fdopen(reading) as pipe:
-        childs = set(pipe.read().split(","))
-    parents = {new_id() for _ in range(10)}
+        childs = {_random_bits(conversation_id) for conversation_id in pipe.read().split(",")}
+    parents = {_random_bits(new_id()) for _ in range(10)}
     assert len(childs) == 10
     assert not childs & parents
