@@ -21,21 +21,24 @@ def _name_key(name: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).strip().casefold())
 
 
-def _refuse_names_that_differ_only_in_case(connection, destinations) -> None:
-    """Stop before changing anything if a project has two destinations this revision would make one.
+def _name_keys_without_clashes(connection, destinations) -> dict[int, str]:
+    """Each stored destination's key by its id; stop before changing anything if a project has
+    two destinations this revision would make one.
 
     Renaming one by itself would send a route that names it to the other; the operator knows
     which is which. The error names them, and the upgrade's transaction leaves the database as it was.
     """
-    by_key: dict[tuple[str, str], list[tuple[int, str]]] = {}
-    for row_id, project_key, name in connection.execute(
+    rows = connection.execute(
         sa.select(destinations.c.id, destinations.c.project_key, destinations.c.name).order_by(destinations.c.id)
-    ):
-        by_key.setdefault((project_key, _name_key(name)), []).append((row_id, name))
+    ).all()
+    keys = {row_id: _name_key(name) for row_id, _, name in rows}
+    by_key: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for row_id, project_key, name in rows:
+        by_key.setdefault((project_key, keys[row_id]), []).append((row_id, name))
     clashes = [
-        f"{project_key}: " + ", ".join(f"{name!r} (id {row_id})" for row_id, name in rows)
-        for (project_key, _), rows in by_key.items()
-        if len(rows) > 1
+        f"{project_key}: " + ", ".join(f"{name!r} (id {row_id})" for row_id, name in named)
+        for (project_key, _), named in by_key.items()
+        if len(named) > 1
     ]
     if clashes:
         raise CommandError(
@@ -44,6 +47,7 @@ def _refuse_names_that_differ_only_in_case(connection, destinations) -> None:
             + ". Rename or delete all but one of each with the release you run now (the Destinations "
             "API or the console), then run `gateway db upgrade` again. Nothing was changed."
         )
+    return keys
 
 
 def upgrade() -> None:
@@ -55,7 +59,7 @@ def upgrade() -> None:
         sa.column("name_key", sa.String),
     )
     connection = op.get_bind()
-    _refuse_names_that_differ_only_in_case(connection, destinations)
+    keys = _name_keys_without_clashes(connection, destinations)
 
     op.create_table(
         "sign_in_failures",
@@ -71,8 +75,8 @@ def upgrade() -> None:
     # Existing destinations get their key from their name before the column may not be empty.
     with op.batch_alter_table("destinations", schema=None) as batch_op:
         batch_op.add_column(sa.Column("name_key", sa.String(length=300), nullable=True))
-    for row_id, name in connection.execute(sa.select(destinations.c.id, destinations.c.name)).all():
-        connection.execute(destinations.update().where(destinations.c.id == row_id).values(name_key=_name_key(name)))
+    for row_id, key in keys.items():
+        connection.execute(destinations.update().where(destinations.c.id == row_id).values(name_key=key))
     with op.batch_alter_table("destinations", schema=None) as batch_op:
         batch_op.alter_column("name_key", existing_type=sa.String(length=300), nullable=False)
         batch_op.create_unique_constraint("uq_destinations_project_name_key", ["project_key", "name_key"])
