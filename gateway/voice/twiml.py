@@ -53,6 +53,9 @@ class TwimlRenderer:
             auto_reload=False,
             finalize=_xml_legal_value,
         )
+        # Every render copies the environment's globals into its context; the templates use
+        # none of Jinja's defaults (range, lipsum, ...), so there is nothing to copy.
+        self._env.globals.clear()
         self._templates = {
             name.removesuffix(".xml"): self._env.get_template(name)
             for name in self._env.list_templates(extensions=["xml"])
