@@ -224,7 +224,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32, help="concurrent requests (wrk -c)")
     parser.add_argument("--duration", type=int, default=10, help="seconds of measured load per app and round")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up load before each measurement")
-    parser.add_argument("--requests", type=int, default=60_000, help="unique signed requests prepared per round")
+    parser.add_argument("--requests", type=int, default=100_000, help="unique signed requests prepared per round")
     parser.add_argument("--database-url", help="store the gateway's calls on this PostgreSQL server instead of SQLite")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                         help="also measure the gateway under these settings, as gateway-NAME, in the same rounds "
