@@ -12,7 +12,7 @@ that forked processes share (two gunicorn workers would make the same ids), and 
 package reads `os.urandom` once an id, a system call that lets go of the GIL, which under
 gunicorn's threads hands the interpreter to another thread and then waits to get it back
 (docs/performance.md). So a process reads the system's randomness for 256 ids at once, and a
-forked worker never reuses its parent's bytes: the buffer is refilled in a new process. Each
+forked worker never reuses its parent's bytes: the buffer is emptied in the child at fork. Each
 id keeps 74 bits from `os.urandom`; the other 54 are the time, the version and the variant.
 """
 from __future__ import annotations
@@ -30,19 +30,25 @@ _RANDOM_BYTES = 10
 class _RandomBytes:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pid: int | None = None
         self._buffer = b""
         self._offset = 0
 
     def take(self) -> bytes:
         with self._lock:
-            if self._pid != os.getpid() or self._offset >= len(self._buffer):
-                self._buffer, self._offset, self._pid = os.urandom(_RANDOM_BYTES * _IDS_PER_READ), 0, os.getpid()
+            if self._offset >= len(self._buffer):
+                self._buffer, self._offset = os.urandom(_RANDOM_BYTES * _IDS_PER_READ), 0
             start, self._offset = self._offset, self._offset + _RANDOM_BYTES
             return self._buffer[start:self._offset]
 
+    def forget(self) -> None:
+        """In a forked child: the parent's unread bytes are the parent's, and its lock may be held."""
+        self._lock = threading.Lock()
+        self._buffer, self._offset = b"", 0
+
 
 _random = _RandomBytes()
+# Told at fork rather than asked every id: `os.getpid()` is a system call on each id.
+os.register_at_fork(after_in_child=_random.forget)
 
 
 def time_ordered_uuid() -> uuid.UUID:
