@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 
+from gateway.storage import sqlite_writer
 from gateway.storage.models import Conversation
 from tests.support import call_params, post_signed, twiml_root
 
@@ -67,6 +68,28 @@ def test_the_wal_reaches_the_database_file_without_a_request_checkpointing_it(sq
     while os.path.getsize(database) <= before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert os.path.getsize(database) > before, "no checkpoint copied the WAL into the database file"
+
+
+def test_the_wal_starts_over_under_calls_that_never_pause(sqlite_url, make_app, monkeypatch):
+    """SQLite starts the WAL over only once every frame is in the database file; a background
+    pass alone never gets there while new frames keep landing, and the WAL grew by every page
+    written. Scaled down here: checkpoints every 20 ms, caught up past 50 frames."""
+    monkeypatch.setattr(sqlite_writer, "CHECKPOINT_INTERVAL_SECONDS", 0.02)
+    monkeypatch.setattr(sqlite_writer, "WAL_RESTART_FRAMES", 50)
+    app = make_app()
+    wal = f"{make_url(sqlite_url).database}-wal"
+
+    def place(first: int) -> None:
+        client = app.test_client()
+        for i in range(first, first + 400):
+            assert post_signed(client, "/voice/call", call_params(call_sid=f"CA{i:032x}")).status_code == 200
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # a writer always waiting: no pause to catch up in
+        list(pool.map(place, range(0, 1600, 400)))
+    with Session(app.extensions["gateway"].engine) as session:
+        assert len(session.exec(select(Conversation)).all()) == 1600
+    # 1,600 calls write over 5,000 pages (20 MB): a WAL that started over holds a fraction of them.
+    assert os.path.getsize(wal) < 5_000_000, f"the WAL grew to {os.path.getsize(wal):,} bytes"
 
 
 def test_a_dial_result_waiting_on_a_locked_row_fails_open_within_the_busy_timeout(database_url, make_app, session):
