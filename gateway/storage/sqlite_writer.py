@@ -63,8 +63,11 @@ class WriterTurn:
             raise
 
     def release(self) -> None:
-        fcntl.flock(self._file, fcntl.LOCK_UN)
-        self._in_process.release()
+        try:
+            if self._file is not None:  # None: `close` closed it meanwhile, which let go of the flock
+                fcntl.flock(self._file, fcntl.LOCK_UN)
+        finally:
+            self._in_process.release()
 
     def close(self) -> None:
         """Close the lock file (the engine was disposed); the next turn opens it again."""
@@ -82,6 +85,17 @@ class WriterTurn:
             self._file_pid = os.getpid()
             self._closer = weakref.finalize(self, self._file.close)
         return self._file
+
+
+def _no_turn_held_in_a_new_process() -> None:
+    """A forked worker starts holding no turn. A thread of the parent (its checkpointer, under
+    `gunicorn --preload`) may hold one at the fork, and no thread of the child would ever let
+    the copy go: every new call of that worker would wait out the busy timeout."""
+    for turn in list(_turns.values()):
+        turn._in_process = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_no_turn_held_in_a_new_process)
 
 
 def timed_out(waited_for: str, timeout: float) -> OperationalError:
@@ -142,12 +156,15 @@ class _Checkpointer:
 
     def _catch_up(self, connection: sqlite3.Connection) -> None:
         """Start the WAL over: copy what is left of it with no new call writing meanwhile, and
-        wait (at most the connection's 0.1 s) for readers to be done with it.
+        wait (within the connection's 0.1 s timeout) for other writers and readers to be done
+        with it.
 
         SQLite writes the WAL from its start again only once every frame is in the database
         file and no reader still reads from the WAL, and under calls that never pause that moment
         never came: the WAL grew by every page written (220 MB in six seconds of load), on disk
         and in the page cache. A turn too busy to get within 50 ms is left to the next pass.
+        New calls wait for the turn meanwhile: about 0.1 s and the copy at most, well inside
+        the default busy timeout.
         """
         engine = self._engine()
         turn = writer_turn(engine) if engine is not None else None
@@ -170,10 +187,10 @@ class _Checkpointer:
             try:
                 with closing(sqlite3.connect(uri, uri=True, timeout=0.1)) as connection:
                     _busy, frames, _copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if frames > WAL_RESTART_FRAMES:
+                    if frames > WAL_RESTART_FRAMES and not stopped.is_set():
                         self._catch_up(connection)
                 failing = False
-            except sqlite3.Error as error:
+            except Exception as error:  # whatever it is, this thread must live to try again
                 if not failing:  # once per outage, not twice a second
                     log.warning("background WAL checkpoint of %s failed; trying again: %s", self._path, error)
                 failing = True
