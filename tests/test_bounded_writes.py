@@ -92,20 +92,24 @@ def test_the_wal_starts_over_under_calls_that_never_pause(sqlite_url, make_app, 
     assert os.path.getsize(wal) < 8_000_000, f"the WAL grew to {os.path.getsize(wal):,} bytes"
 
 
-def test_a_worker_forked_while_its_parent_holds_the_writer_turn_can_take_it(sqlite_url, make_app):
-    """Under `gunicorn --preload` the master's checkpointer may hold the turn at the fork; the
-    worker's copy of the turn must not stay held by a thread the worker does not have."""
+@pytest.mark.parametrize("parent_lets_go", ["release", "close"])
+def test_a_worker_forked_while_its_parent_holds_the_writer_turn_can_take_it(sqlite_url, make_app, parent_lets_go):
+    """Under `gunicorn --preload` the master's checkpointer may hold the turn at the fork, then
+    release it or close its lock file (the engine disposed); the worker's copy of the turn must
+    not stay held by a thread it does not have, nor keep the parent's flock alive."""
     turn = sqlite_writer.writer_turn(make_app().extensions["gateway"].engine)
     turn.acquire(1.0)  # as the parent's checkpointer would, in another thread
     child = os.fork()
     if child == 0:
         try:
-            turn.acquire(5.0)  # waits for the parent's flock, then has the turn
+            turn.acquire(5.0)  # waits for the parent to let go, then has the turn
             turn.release()
             os._exit(0)
         except BaseException:
             os._exit(1)
     time.sleep(0.2)
+    if parent_lets_go == "close":
+        turn.close()
     turn.release()
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0, "the forked worker never got the writer turn"

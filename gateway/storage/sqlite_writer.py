@@ -69,6 +69,18 @@ class WriterTurn:
         finally:
             self._in_process.release()
 
+    def forget_parent(self) -> None:
+        """In a forked child: a fresh in-process lock, and the parent's lock file let go of.
+
+        Closing the inherited descriptor releases no flock the parent holds (the parent's own
+        descriptor still does), but keeping it would keep that flock alive after the parent
+        closed its own; the child opens a lock file of its own at its first turn.
+        """
+        self._in_process = threading.Lock()
+        if self._file is not None:
+            self._file.close()
+            self._file = self._file_pid = None
+
     def close(self) -> None:
         """Close the lock file (the engine was disposed); the next turn opens it again."""
         if self._file is not None:
@@ -92,7 +104,7 @@ def _no_turn_held_in_a_new_process() -> None:
     `gunicorn --preload`) may hold one at the fork, and no thread of the child would ever let
     the copy go: every new call of that worker would wait out the busy timeout."""
     for turn in list(_turns.values()):
-        turn._in_process = threading.Lock()
+        turn.forget_parent()
 
 
 os.register_at_fork(after_in_child=_no_turn_held_in_a_new_process)
