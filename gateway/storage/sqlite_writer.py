@@ -46,7 +46,6 @@ class WriterTurn:
         self.path = f"{database_path}-writer.lock"
         self._in_process = threading.Lock()
         self._file = None
-        self._file_pid: int | None = None
 
     def acquire(self, timeout: float) -> None:
         """Wait for the turn, at most `timeout` (what is left of the busy timeout); then
@@ -77,24 +76,22 @@ class WriterTurn:
         closed its own; the child opens a lock file of its own at its first turn.
         """
         self._in_process = threading.Lock()
-        if self._file is not None:
-            self._file.close()
-            self._file = self._file_pid = None
+        self.close()
 
     def close(self) -> None:
         """Close the lock file (the engine was disposed); the next turn opens it again."""
         if self._file is not None:
             self._closer()
-            self._file = self._file_pid = None
+            self._file = None
 
     def _handle(self):
-        """The lock file, opened once per process (a forked worker opens its own)."""
-        if self._file_pid != os.getpid():
+        """The lock file, opened once per process (a forked worker lets its parent's go at the
+        fork, in `forget_parent`, and opens its own)."""
+        if self._file is None:
             try:
                 self._file = open(self.path, "a")  # noqa: SIM115 - kept open between turns
             except OSError as error:
                 raise OperationalError("open SQLite's writer lock", None, error) from error
-            self._file_pid = os.getpid()
             self._closer = weakref.finalize(self, self._file.close)
         return self._file
 
