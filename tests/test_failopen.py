@@ -510,6 +510,23 @@ def test_a_call_twilio_sends_twice_during_an_outage_is_one_conversation_after_re
     assert not (scenario.app.extensions["gateway"].spool.directory / "rejected.jsonl").exists()
 
 
+def test_a_dial_result_for_the_merged_id_arriving_after_the_outage_routes_on(database_url, outage, session):
+    """As above, but the dial result comes once the database is back: its id was merged away
+    by the replay, and the call is found by its CallSid, so the caller reaches the fallback
+    rather than the apology."""
+    scenario = outage()
+    client = scenario.client
+    with scenario.down():
+        first = conversation_id_in(call(client, CALL_B))
+        second = conversation_id_in(call(client, CALL_B))  # Twilio's retry: the answer it used
+    answer = dial_result(client, CALL_B, second, 1, "busy")  # replays the spool, then settles
+
+    assert same_twiml(answer.data, billing_twiml(first, 2))
+    session.expire_all()
+    stored = session.exec(select(Conversation).where(Conversation.call_sid == CALL_B)).all()
+    assert [(c.id, c.attempts, c.destination) for c in stored] == [(first, 2, "Billing")]
+
+
 def test_a_new_call_may_trust_an_empty_spool_for_a_moment_callbacks_never_do(tmp_path):
     """New calls need nothing from the spool, so they look at it once a tenth of a second, not
     once a call; a record this process spools counts at once, and callbacks always look."""

@@ -75,17 +75,25 @@ class DatabaseCalls:
         return CallState.of(conversation) if conversation else None
 
     def in_transfer(self, conversation_id: str, call: InboundCall, attempt: int | None) -> CallState | None:
-        return self._locked(conversation_id)
+        return self._locked(conversation_id, call.call_sid)
 
     def awaiting_handoff(self, conversation_id: str, call: InboundCall) -> CallState | None:
-        return self._locked(conversation_id)
+        return self._locked(conversation_id, call.call_sid)
 
     def current(self, state: CallState) -> CallState:
         return self._locked(state.id)
 
-    def _locked(self, conversation_id: str) -> CallState | None:
-        """Read the row, locked on PostgreSQL, so racing webhooks for one call take turns."""
-        conversation = store.conversation_for_update(self.sink.session, conversation_id) if conversation_id else None
+    def _locked(self, conversation_id: str, call_sid: str = "") -> CallState | None:
+        """Read the row, locked on PostgreSQL, so racing webhooks for one call take turns.
+
+        By its CallSid when no conversation has the callback's id: Twilio sent the call twice
+        during an outage, used the second answer, and the replay merged that answer's
+        conversation into the first one (the spool's records keep the CallSid, not which id won).
+        """
+        session = self.sink.session
+        conversation = store.conversation_for_update(session, conversation_id) if conversation_id else None
+        if conversation is None and call_sid:
+            conversation = store.conversation_by_call_sid(session, call_sid, for_update=True)
         if conversation is None:
             return None
         self.sink.loaded[conversation.id] = conversation
