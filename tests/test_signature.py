@@ -5,6 +5,7 @@ import logging
 
 import pytest
 from sqlmodel import select
+from werkzeug.datastructures import MultiDict
 
 from gateway.storage.models import Conversation
 from tests.support import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, call_params, post_signed, sign
@@ -184,3 +185,48 @@ def test_new_twilio_fields_and_sip_headers_of_any_case_are_accepted(client, sess
     params = call_params(StirVerstat="TN-Validation-Passed-A", CallToken="%7B%22parentCallInfoToken%22%7D",
                          MediaUrl0="x", **{"SipHeader_x-lower": "1", "SipHeader_User-to-User": "56a390f3"})
     assert post_signed(client, "/voice/call", params).status_code == 200
+
+
+def test_a_caller_written_sip_from_re_cut_into_repeated_twins_is_refused(client, session):
+    """From one captured call whose SIP From the caller wrote, a form with the same signature
+    that repeats `Called` and `To`, another project's number first: the signature covers each
+    name's values sorted, the gateway routes on the first. Found by an outside review."""
+    acme, globex = "+14155550199", "+14155550299"
+    sip_from = "sip:x@example.com"
+    swallowed = "Called" + globex + "Called" + "z" + "To" + acme + "Caller" + sip_from
+    header = swallowed + "CallerName"
+    tail = "To" + acme + "Caller" + sip_from + "SipHeader_X" + "To" + globex + "To" + "z"
+    written = sip_from + "SipHeader_X" + header + tail  # what the caller put in its SIP From
+    genuine = call_params(to=acme, From=written)  # Twilio copies From into Caller too
+    middle, last = acme + "Caller" + sip_from + "SipHeader_X", "zTo" + acme
+    forged = MultiDict([
+        ("AccountSid", genuine["AccountSid"]), ("ApiVersion", genuine["ApiVersion"]),
+        ("CallSid", genuine["CallSid"]), ("CallStatus", "ringing"),
+        ("Called", globex), ("Called", middle), ("Called", last), ("Caller", sip_from), ("CallerName", tail),
+        ("Direction", "inbound"), ("From", sip_from), ("SipHeader_X", header),
+        ("To", globex), ("To", middle), ("To", last),
+    ])
+    signature = sign(BASE_URL + "/voice/call", genuine)
+    assert sign(BASE_URL + "/voice/call", forged) == signature  # the re-cut keeps the signature
+    for content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):  # the fast path, then Flask's
+        response = client.post("/voice/call", data=forged, content_type=content_type,
+                               headers={"X-Twilio-Signature": signature})
+        assert response.status_code == 403
+    assert stored_conversations(session) == []
+
+
+@pytest.mark.parametrize("host", ["LOCALHOST", "xn--bcher-kva.example"])
+def test_a_host_is_checked_as_sent_on_every_path(client, session, host):
+    """Twilio signs the URL as it calls it; Werkzeug's `host_url` would lower-case the host and
+    decode punycode, so the Flask views refused what the /voice/call endpoint accepted."""
+    params = call_params(call_sid="CA" + "a" * 32)
+    headers = {"X-Twilio-Signature": sign(f"http://{host}/voice/call", params), "Host": host}
+    fast = client.post("/voice/call", data=params, headers=headers)
+    through_flask = client.post("/voice/call", data=params, content_type="multipart/form-data", headers=headers)
+    assert (fast.status_code, through_flask.status_code) == (200, 200)
+    assert f"http://{host}/voice/dial-status" in fast.data.decode()  # callbacks on the host Twilio used
+
+    status = {"CallSid": "CA" + "a" * 32, "AccountSid": ACCOUNT_SID, "CallStatus": "completed"}
+    answer = client.post("/voice/status", data=status,
+                         headers={"X-Twilio-Signature": sign(f"http://{host}/voice/status", status), "Host": host})
+    assert answer.status_code == 204

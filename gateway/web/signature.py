@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 def public_base_url() -> str:
     """The scheme and host Twilio uses: GATEWAY_PUBLIC_URL, or the request's own (after ProxyFix)."""
     configured = current_gateway().settings.public_url
-    return configured or request.host_url.rstrip("/")
+    # The host exactly as sent, as Twilio signed it and as the /voice/call endpoint reads it:
+    # `request.host_url` would lower-case it and turn punycode into Unicode.
+    return configured or f"{request.scheme}://{request.host}"
 
 
 def webhook_url() -> str:
@@ -134,11 +136,20 @@ def _shifted_field(form, account_sid: str | None) -> str | None:
 
     A re-cut (see `twilio_fields`) moves the boundaries between names and values, anywhere in
     the text, including inside a value the caller wrote (a `Body`, a `CallerName`, a SIP
-    header). It shows as a name Twilio never uses, a SID with something glued to it, an
-    AccountSid that is not ours, a field that no longer equals its twin, or Twilio's own fields
-    swallowed into the value of another.
+    header). It shows as a name Twilio never uses, a name sent twice, a SID with something
+    glued to it, an AccountSid that is not ours, a field that no longer equals its twin, or
+    Twilio's own fields swallowed into the value of another.
+
+    A name sent twice: the signature covers each name's values sorted, while the gateway reads
+    a name's first value, so text a caller wrote (a SIP From) could be re-cut into repeated
+    `To` and `Called` fields that sign the same and route the call elsewhere. Twilio sends each
+    field once.
     """
+    seen = set()
     for name, value in form.items(multi=True):
+        if name in seen:
+            return f"{name} is sent more than once; Twilio sends each field once"
+        seen.add(name)
         kind = _field_kind(name)
         if kind is None:
             return f"{name!r} is not a field name Twilio uses"
