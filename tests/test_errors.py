@@ -16,6 +16,7 @@ INTERNAL = {
     "gateway.config.file.ConfigError",  # stops start-up with its one line
     "gateway.handoffs.handoff.TransitionError",  # a race the core resolves itself
     "gateway.voice.spool.RecordRejected",  # a spool record set aside
+    "gateway.voice.spool.ReplayUnfinished",  # a new call goes on, a callback fails open
     "gateway.voice.call_records.ReplayBusy",  # the webhook fails open
     "gateway.storage.schema.DatabaseBehind",  # an OperationalError: fails open, or 503 naming the command
     "gateway.storage.schema.UpgradeRefused",  # stops `gateway db upgrade` with its message

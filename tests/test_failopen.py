@@ -527,6 +527,81 @@ def test_a_dial_result_for_the_merged_id_arriving_after_the_outage_routes_on(dat
     assert [(c.id, c.attempts, c.destination) for c in stored] == [(first, 2, "Billing")]
 
 
+def test_a_long_spool_is_replayed_a_budget_at_a_time_and_no_caller_waits_for_all_of_it(
+    database_url, outage, session, monkeypatch
+):
+    """A long outage spools thousands of records, minutes of replay; a webhook replays for at
+    most REPLAY_BUDGET_SECONDS (here none: one record each), then a new call is answered and
+    stored, a callback fails open behind what is left, and the webhooks after them finish it.
+    Found by an outside review: the first call after an outage replayed everything first."""
+    scenario = outage()
+    client = scenario.client
+    gateway = scenario.app.extensions["gateway"]
+    spooled = [f"CA{number:032x}" for number in range(4)]
+    with scenario.down():
+        for call_sid in spooled:
+            call(client, call_sid)
+    monkeypatch.setattr(calls, "REPLAY_BUDGET_SECONDS", 0.0)
+
+    answer = call(client, CALL_C)  # replays one record, then takes its own call
+    assert twiml_root(answer.data).find("Dial") is not None
+    session.expire_all()
+    assert {c.call_sid for c in session.exec(select(Conversation)).all()} == {spooled[0], CALL_C}
+    assert gateway.spool.pending()
+
+    ended = {"CallSid": CALL_C, "AccountSid": ACCOUNT_SID, "CallStatus": "completed", "CallDuration": "61"}
+    assert post_signed(client, "/voice/status", ended).status_code == 204  # one more replayed; it fails open
+    assert [record["kind"] for record in gateway.spool.records()][-1] == "status"
+
+    monkeypatch.undo()
+    call(client, CALL_A)  # the rest, within the usual budget
+    session.expire_all()
+    stored = session.exec(select(Conversation)).all()
+    assert sorted(c.call_sid for c in stored) == sorted([*spooled, CALL_A, CALL_C])
+    assert store.conversation_by_call_sid(session, CALL_C).call_status == "completed"
+    assert not gateway.spool.pending()
+
+
+def test_a_crash_while_the_spool_is_emptied_loses_nothing_spooled_after_it(tmp_path, monkeypatch):
+    """The offset goes back to 0, durably, before the file is emptied: a crash between the two
+    replays what was replayed (harmless), where the other order skipped what came next."""
+    records = [{"n": number} for number in range(4)]
+    spool = Spool(tmp_path / "spool")
+    spool.append(records[0])
+    spool.append(records[1])
+    real_set_offset = Spool._set_offset
+
+    def crash_at_the_reset(self, offset, **options):
+        if offset == 0:
+            raise SystemExit("the worker was killed here")
+        real_set_offset(self, offset, **options)
+
+    monkeypatch.setattr(Spool, "_set_offset", crash_at_the_reset)
+    applied: list[dict] = []
+    with pytest.raises(SystemExit):
+        spool.replay(applied.append, stop_on=())
+    monkeypatch.undo()
+
+    restarted = Spool(tmp_path / "spool")
+    restarted.append(records[2])
+    restarted.append(records[3])
+    replayed: list[dict] = []
+    restarted.replay(replayed.append, stop_on=())
+    assert replayed[-2:] == records[2:]
+    assert not restarted.pending()
+
+
+def test_an_offset_past_the_end_of_the_spool_replays_every_line(tmp_path):
+    """What a crash left under the old order (file emptied, offset not reset): the lines there
+    were all spooled after the emptying."""
+    spool = Spool(tmp_path / "spool")
+    spool.append({"n": 0})
+    (spool.directory / "replayed.offset").write_text("4096")
+    replayed: list[dict] = []
+    spool.replay(replayed.append, stop_on=())
+    assert replayed == [{"n": 0}]
+
+
 def test_a_new_call_may_trust_an_empty_spool_for_a_moment_callbacks_never_do(tmp_path):
     """New calls need nothing from the spool, so they look at it once a tenth of a second, not
     once a call; a record this process spools counts at once, and callbacks always look."""

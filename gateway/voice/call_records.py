@@ -304,9 +304,17 @@ def from_spool_line(line: dict) -> Record:
     )
 
 
-def replay(spool: Spool, engine: Engine, *, config: GatewayConfig | None = None, wait_seconds: float = 0.0) -> int | None:
+def replay(
+    spool: Spool,
+    engine: Engine,
+    *,
+    config: GatewayConfig | None = None,
+    wait_seconds: float = 0.0,
+    budget_seconds: float | None = None,
+) -> int | None:
     """Write the spooled records to the database, each in its own transaction; None when another
-    process is replaying. `config` lets a replayed call end complete a bye handoff."""
+    process is replaying. `config` lets a replayed call end complete a bye handoff; past
+    `budget_seconds`, ReplayUnfinished (see Spool.replay)."""
     with DatabaseSink(engine, config) as sink:
 
         def apply(line: dict) -> None:
@@ -320,4 +328,4 @@ def replay(spool: Spool, engine: Engine, *, config: GatewayConfig | None = None,
                 # A record no retry will fix (a bug, a constraint) must not block those behind it.
                 raise RecordRejected(f"{type(error).__name__}: {error}") from error
 
-        return spool.replay(apply, stop_on=UNAVAILABLE, wait_seconds=wait_seconds)
+        return spool.replay(apply, stop_on=UNAVAILABLE, wait_seconds=wait_seconds, budget_seconds=budget_seconds)

@@ -25,7 +25,7 @@ from gateway.voice.callflow import CallFlow, CallState, Decision, DestinationLoo
 from gateway.config.file import GatewayConfig, NumberRoute, ProjectConfig
 from gateway.config.destinations import Destination
 from gateway.storage.models import Conversation, utcnow
-from gateway.voice.spool import Spool
+from gateway.voice.spool import ReplayUnfinished, Spool
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ T = TypeVar("T")
 REPLAY_WAIT_SECONDS = 2.0
 #: How long a new call trusts that the spool was empty (it needs nothing from it; see `take_call`).
 NEW_CALL_SPOOL_CHECK_SECONDS = 0.1
+#: How long a webhook's caller may wait while the webhook replays the spool: a long outage
+#: spools thousands of records, minutes of work; the webhooks after it go on with the rest.
+REPLAY_BUDGET_SECONDS = 1.0
 
 
 class CallStorage(Protocol):
@@ -184,13 +187,22 @@ def take_call(gateway: CallServices, route: NumberRoute, call: InboundCall, flow
 
 
 def _replay_spool(gateway: CallServices, after_any_replay: bool) -> None:
-    """Replay what is spooled. Without `after_any_replay`: only if no other process is replaying,
-    never waiting for one, and a spool found empty within NEW_CALL_SPOOL_CHECK_SECONDS is not
-    looked at again."""
+    """Replay what is spooled, for at most REPLAY_BUDGET_SECONDS. Without `after_any_replay`:
+    only if no other process is replaying, never waiting for one, a spool found empty within
+    NEW_CALL_SPOOL_CHECK_SECONDS is not looked at again, and what the budget leaves is left
+    for the webhooks after it (a new call needs none of it)."""
     trust_empty_for = 0.0 if after_any_replay else NEW_CALL_SPOOL_CHECK_SECONDS
     if gateway.spool.pending(trust_empty_for=trust_empty_for):
         wait_seconds = REPLAY_WAIT_SECONDS if after_any_replay else 0.0
-        replayed = replay(gateway.spool, gateway.engine, config=gateway.config, wait_seconds=wait_seconds)
+        try:
+            replayed = replay(
+                gateway.spool, gateway.engine, config=gateway.config,
+                wait_seconds=wait_seconds, budget_seconds=REPLAY_BUDGET_SECONDS,
+            )
+        except ReplayUnfinished as unfinished:
+            if after_any_replay:  # this callback's own call may be among what is left: after it, in the spool
+                raise ReplayBusy(str(unfinished)) from unfinished
+            return
         if replayed is None and after_any_replay:
             # Another worker's replay outlasted the wait: what it holds is not stored yet.
             raise ReplayBusy("another process is still replaying the spool")

@@ -30,6 +30,10 @@ REJECTED = "rejected.jsonl"
 OFFSET = "replayed.offset"
 
 
+class ReplayUnfinished(Exception):
+    """A replay's time ran out with records left: they wait for the next replay."""
+
+
 class RecordRejected(Exception):
     """A record that can never be applied (not a database outage): set aside, not retried."""
 
@@ -80,19 +84,26 @@ class Spool:
         *,
         stop_on: tuple[type[BaseException], ...],
         wait_seconds: float = 0.0,
+        budget_seconds: float | None = None,
     ) -> int | None:
         """Apply the unreplayed records in order; the number applied, or None if another replayer runs.
 
         `apply` commits one record. An exception of a `stop_on` type (the database is still
         down) stops the replay, leaving that record and the rest for next time, and is raised
         again so a webhook fails open at once instead of waiting on the database twice;
-        RecordRejected moves the record to rejected.jsonl for an operator to look at.
+        RecordRejected moves the record to rejected.jsonl for an operator to look at. With a
+        `budget_seconds`, no record after the first is begun once it has run out:
+        ReplayUnfinished, the rest left for the next replay (a webhook's caller is waiting; a
+        long outage spools thousands).
         """
+        deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
         with self._replay_lock(wait_seconds) as acquired:
             if not acquired:
                 return None
             applied = 0
-            for end, record in self._unreplayed():
+            for begun, (end, record) in enumerate(self._unreplayed()):
+                if begun and deadline is not None and time.monotonic() >= deadline:
+                    raise ReplayUnfinished(f"{applied} spooled records replayed within {budget_seconds} s; more remain")
                 try:
                     apply(record)
                 except stop_on as error:
@@ -114,7 +125,11 @@ class Spool:
         except FileNotFoundError:
             return
         with handle:
-            handle.seek(self._offset())
+            size = handle.seek(0, os.SEEK_END)
+            offset = self._offset()
+            # Past the end only if the file was emptied and the offset's reset was lost in a
+            # crash (before it was made durable first): then every line there is unreplayed.
+            handle.seek(offset if offset <= size else 0)
             while True:
                 line = handle.readline()
                 if not line.endswith(b"\n"):
@@ -145,19 +160,36 @@ class Spool:
         except FileNotFoundError:
             return 0
 
-    def _set_offset(self, offset: int) -> None:
+    def _set_offset(self, offset: int, *, durable: bool = False) -> None:
+        """Record how far the replay got. Not durable by default: a lost advance only replays
+        records again, which is harmless."""
         temporary = self.directory / (OFFSET + ".tmp")
-        temporary.write_text(str(offset))
+        with open(temporary, "w") as handle:
+            handle.write(str(offset))
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(temporary, self.directory / OFFSET)
+        if durable:
+            folder = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
 
     def _empty_if_all_replayed(self) -> None:
-        """Start the file afresh once every line is replayed, unless an append slipped in meanwhile."""
+        """Start the file afresh once every line is replayed, unless an append slipped in meanwhile.
+
+        The offset goes back to 0 durably before the file is emptied: a crash in between then
+        replays the lines again (harmless), where the other order would leave an offset past
+        the end of an empty file, and the records spooled next would be skipped, then lost.
+        """
         with self._lock():
             if self.path.exists() and self.path.stat().st_size == self._offset():
+                self._set_offset(0, durable=True)
                 with open(self.path, "r+b") as handle:
                     handle.truncate(0)
                     os.fsync(handle.fileno())
-                self._set_offset(0)
 
     @contextmanager
     def _lock(self):
