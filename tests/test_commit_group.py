@@ -140,3 +140,73 @@ def test_calls_queued_behind_a_block_longer_than_the_busy_timeout_fail_open_with
     assert waited < 3.0  # each bounded by 0.3 s (and PostgreSQL's lock timeout), with room for a busy machine
     spooled = sorted(record["call_sid"] for record in app.extensions["gateway"].spool.records())
     assert spooled == call_sids
+
+
+@contextmanager
+def statements_blocked(app, database_url):
+    """Another connection holds the database itself, so the group's statements wait on it (not
+    on the writer turn): SQLite's busy handler, PostgreSQL's lock_timeout."""
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        other = sqlite3.connect(make_url(database_url).database, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            other.rollback()
+            other.close()
+        return
+    with database_busy(app, database_url):
+        yield
+
+
+def test_a_call_queued_behind_a_stuck_group_waits_no_longer_than_its_own_bound(database_url, make_app):
+    """The database counts its lock wait from each statement's start: a call that queued while
+    the group before it was stuck must not get the whole wait again once it leads. Found by an
+    outside review (the second call waited 1.9 s of a 1 s bound)."""
+    timeout = 2.0
+    app = make_app(database_busy_timeout=timeout)
+
+    def place(delay_and_call_sid):
+        delay, call_sid = delay_and_call_sid
+        time.sleep(delay)
+        started = time.monotonic()
+        answer = post_signed(app.test_client(), "/voice/call", call_params(call_sid=call_sid))
+        return answer.status_code, time.monotonic() - started
+
+    with statements_blocked(app, database_url):
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(place, [(0.0, "CA" + "1" * 32), (0.5, "CA" + "2" * 32)]))
+
+    assert [status for status, _ in results] == [200, 200]  # both failed open
+    assert max(waited for _, waited in results) < timeout + 0.8, results  # not 1.5 s + 2 s
+
+
+def test_a_leader_interrupted_while_taking_its_connection_leaves_no_group_stuck(database_url, make_app, monkeypatch):
+    """A BaseException (KeyboardInterrupt, a worker's SystemExit) where the leader takes its
+    connection: it is raised in the leader's thread, and the next call leads as usual."""
+    app = make_app(database_busy_timeout=0.5)
+    engine = app.extensions["gateway"].engine
+    group = commit_group.CommitGroup(engine, commit_group.new_calls(engine).stage, 0.5)
+    now = datetime.now(timezone.utc)
+
+    def row(number: int) -> dict:
+        return {"id": f"conversation-{number}", "project_key": "acme", "channel": "voice", "call_sid": f"CA{number:032x}",
+                "data": {}, "started_at": now, "updated_at": now, "attempts": 0}
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(group, "_connection", interrupted)
+    try:
+        group.run(row(1))
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the interrupt was swallowed")
+    monkeypatch.undo()
+
+    assert group.run(row(2)) is True  # before: the dead leader stayed queued and every call timed out
+    with Session(engine) as session:
+        assert [c.id for c in session.exec(select(Conversation)).all()] == ["conversation-2"]

@@ -116,21 +116,25 @@ class CommitGroup:
         group: list[_Queued] = []
         try:
             connection = self._connection()
-        except Exception as error:  # the database is unavailable: every call queued fails open now
+        except BaseException as error:  # the database is unavailable: every call queued fails open now
             with self._guard:
                 group, self._queue = self._queue, []
             _fail(group, error)
             self._pass_lead(leader, group)
+            if not isinstance(error, Exception):
+                raise
             return
         try:
             if turn is not None:
                 turn.acquire(max(0.0, leader.deadline - time.monotonic()))
-        except OperationalError as error:  # locked past this call's deadline; those behind may wait on
+        except BaseException as error:  # locked past this call's deadline; those behind may wait on
             connection.close()
             with self._guard:
                 self._queue.remove(leader)
             _fail([leader], error)
             self._pass_lead(leader, [])
+            if not isinstance(error, OperationalError):
+                raise
             return
         try:
             with self._guard:
@@ -163,11 +167,17 @@ class CommitGroup:
             if len(group) == 1:
                 _fail(group, error)
             else:  # one call's data, or which calls were new: write each alone, so the others are kept
-                for queued in group:
+                for index, queued in enumerate(group):
                     try:
                         self._commit(self._connection(), [queued])
+                    except _UNAVAILABLE as error:  # gone meanwhile: the rest would only wait for it again
+                        _fail(group[index:], error)
+                        return
                     except Exception as alone:  # whatever it is, it is this call's alone
                         _fail([queued], alone)
+                    except BaseException as error:
+                        _fail(group[index:], error)
+                        raise
         except BaseException as error:  # a bug in a call's work: it must not strand the others
             _fail(group, error)
             if not isinstance(error, Exception):
@@ -181,9 +191,12 @@ class CommitGroup:
         """One transaction for the group on `connection` (given back after); each call's outcome
         set once it is committed."""
         try:
+            shortened = self._bound_statements(connection, min(queued.deadline for queued in group))
             results = self.stage(self.engine, connection, [queued.item for queued in group])
             with store.dbapi_errors(self.engine.dialect):
                 connection.commit()
+            if shortened and self.engine.dialect.name == "sqlite":  # SQLite's lasts past the commit; put it back
+                self._set_lock_timeout(connection, self.timeout)
         except BaseException:
             connection.invalidate()  # whatever it staged goes with it
             raise
@@ -193,7 +206,38 @@ class CommitGroup:
         metrics.calls_committed_together(len(group))
 
 
+    def _bound_statements(self, connection, deadline: float) -> bool:
+        """Make the group's statements give up by its oldest call's deadline; True if shortened.
+
+        The database counts its own lock wait (SQLite's busy timeout, PostgreSQL's lock_timeout)
+        from each statement's start: a call that queued behind a group stuck on a lock would
+        otherwise wait that long again once it leads. Most groups lead within moments of
+        queuing and keep the connection's setting, at no cost.
+        """
+        left = deadline - time.monotonic()
+        if left >= self.timeout * 0.9:
+            return False
+        self._set_lock_timeout(connection, max(left, 0.001))
+        return True
+
+    def _set_lock_timeout(self, connection, seconds: float) -> None:
+        """On PostgreSQL for this transaction only; on SQLite for the connection."""
+        milliseconds = max(1, int(seconds * 1000))
+        if self.engine.dialect.name == "postgresql":
+            statement = f"SET LOCAL lock_timeout = {milliseconds}"
+        else:
+            statement = f"PRAGMA busy_timeout = {milliseconds}"
+        with store.dbapi_errors(self.engine.dialect, statement):
+            cursor = connection.cursor()
+            try:
+                cursor.execute(statement)
+            finally:
+                cursor.close()
+
+
 def _fail(group: list[_Queued], error: BaseException) -> None:
+    if not isinstance(error, Exception):  # re-raised in the leader's own thread; the others fail open
+        error = RuntimeError(f"the commit was interrupted ({type(error).__name__})")
     for queued in group:
         queued.error, queued.finished = error, True
 
