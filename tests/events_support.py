@@ -17,7 +17,7 @@ ACME_MARKER = '[[projects]]\naccount_id = "ws-globex"'
 
 def subscribe(config_path, url: str, *, types: list[str] | None = None, secret_env: str = SECRET_ENV) -> None:
     """Add an [[projects.event_webhooks]] entry to the acme project of a test config file."""
-    lines = [f'[[projects.event_webhooks]]\nurl = "{url}"\nsecret_env = "{secret_env}"']
+    lines = [f'[[projects.event_webhooks]]\nurl = {json.dumps(url)}\nsecret_env = "{secret_env}"']  # a TOML basic string
     if types is not None:
         lines.append("types = " + json.dumps(types))
     entry = "\n".join(lines) + "\n\n"

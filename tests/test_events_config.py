@@ -38,6 +38,15 @@ def test_anything_else_but_https_is_refused(config_path, url):
     assert error_line(config_path).startswith(f"{config_path}: {ENTRY} ('{url}'): url: must be an https:// URL")
 
 
+@pytest.mark.parametrize("url", ["http://evil.example\\@127.0.0.1/hooks", "http://evil.example\\@localhost/hooks"])
+def test_a_url_that_only_looks_like_loopback_is_refused(config_path, url):
+    """Python's `urlsplit` reads the host after the `@`; requests (urllib3), which delivers, ends
+    the host at the backslash and would post callers' data in plain text to evil.example.
+    Found by an outside review."""
+    subscribe(config_path, url)
+    assert "would be sent to 'evil.example'" in error_line(config_path)
+
+
 def test_a_glob_that_matches_no_type_is_refused_with_the_known_types(config_path):
     subscribe(config_path, "https://crm.example.com/hooks", types=["handoff.started"])
     message = error_line(config_path)

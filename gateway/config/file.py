@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.config.event_types import EVENT_TYPES, types_matching
@@ -85,13 +87,25 @@ class EventWebhook(BaseModel):
     @field_validator("url")
     @classmethod
     def _https_or_loopback(cls, url: str) -> str:
-        """Events carry callers' data: only TLS leaves the machine."""
+        """Events carry callers' data: only TLS leaves the machine.
+
+        The host is the one the delivery worker's HTTP client (requests, through urllib3) will
+        connect to, and Python's own parser must read the same: `http://evil.example\\@127.0.0.1/`
+        reads as loopback to `urlsplit` but is sent to evil.example.
+        """
+        refused = "must be an https:// URL (http:// only to 127.0.0.1, ::1 or localhost)"
         parts = urlsplit(url)
-        if parts.scheme == "https" and parts.hostname:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(refused)
+        try:
+            sent_to = (parse_url(url).host or "").strip("[]")
+        except LocationParseError:
+            raise ValueError("is not a URL an HTTP client can send to") from None
+        if sent_to != parts.hostname:
+            raise ValueError(f"reads as host {parts.hostname!r} but would be sent to {sent_to!r}; write it plainly")
+        if parts.scheme == "https" or sent_to in _LOOPBACK_HOSTS:
             return url
-        if parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS:
-            return url
-        raise ValueError("must be an https:// URL (http:// only to 127.0.0.1, ::1 or localhost)")
+        raise ValueError(refused)
 
     @field_validator("types")
     @classmethod
