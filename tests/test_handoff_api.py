@@ -113,3 +113,10 @@ def test_a_key_made_by_the_cli_works_and_is_stored_hashed(client, call, make_set
     stored = session.exec(select(ApiKey)).all()
     assert len(stored) == 1
     assert key not in str(stored[0].model_dump())
+
+
+def test_a_method_the_path_does_not_take_is_405_with_allow(client):
+    response = client.post("/v1/ws-acme/PROJECT-frontdesk/handoff_state", headers={"x-api-key": CONFIG_KEY})
+    assert response.status_code == 405
+    assert response.get_json()["error"]["code"] == "method_not_allowed"
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "HEAD"}  # RFC 9110: a 405 names the methods allowed

@@ -40,7 +40,11 @@ def handle_http_error(error: HTTPException):
     if not request.path.startswith(API_PREFIX):
         return error
     code = _HTTP_CODES.get(error.code or 500, "http_error")
-    return error_response(error.code or 500, code, error.description or error.name)
+    response, status = error_response(error.code or 500, code, error.description or error.name)
+    for name, value in error.get_headers():  # a 405's Allow (RFC 9110 requires it); not its Content-Type
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response, status
 
 
 def handle_database_behind(error: DatabaseBehind):
