@@ -1,6 +1,8 @@
 """Handoff events (SPEC §5 Events) from the history, and the feed that lists them (GET /events)."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlmodel import select
 
@@ -147,3 +149,18 @@ def test_an_empty_parameter_is_refused_not_taken_as_absent(client, query):
 def test_any_eighteen_digit_cursor_is_a_position_past_the_end(client):
     call_with_fallback(client, CALL_SID)
     assert feed(client, after="999999999999999999") == {"items": [], "next_cursor": "999999999999999999"}
+
+
+def test_a_chat_closed_more_than_a_day_after_it_began_still_ends_with_its_event(client, session):
+    """Found by an outside review: end events were looked for among conversations that started
+    in the last day, so a long chat or SMS thread closed later never got one."""
+    chat = client.post("/v1/acme/frontdesk/chat/create", json={"shared_id": "long-chat"}, headers=HEADERS).get_json()
+    conversation = store.find_by_id(session, chat["conversation_id"])
+    conversation.started_at -= timedelta(hours=25)
+    session.add(conversation)
+    session.commit()
+    closed = client.post("/v1/acme/frontdesk/chat/close", json={"conversation_id": chat["conversation_id"]}, headers=HEADERS)
+    assert closed.status_code == 200, closed.get_json()
+
+    events = feed(client)["items"]
+    assert [(event["type"], event["data"]["id"]) for event in events] == [("conversation.ended", chat["conversation_id"])]

@@ -30,7 +30,7 @@ from gateway.storage.models import Conversation, HandoffEvent, PublishedEvent, u
 
 log = logging.getLogger(__name__)
 
-#: How far back a new journal starts, and how long after its start an ended conversation is looked for.
+#: How far back a new journal starts, and how long after its end a conversation is looked at for its end event.
 LOOKBACK = timedelta(hours=24)
 #: History rows below the newest published one that are looked at again: a transaction that
 #: took its id earlier may commit later (PostgreSQL hands out ids before commit).
@@ -121,7 +121,8 @@ def _unpublished_history(session: Session, now: datetime) -> list[HandoffEvent]:
 
 
 def _unpublished_ends(session: Session, project_keys: list[str], now: datetime) -> list[Conversation]:
-    """Ended conversations of the last day without their end event, and with all their history published."""
+    """Conversations that ended in the last day without their end event, and with all their
+    history published (by when they ended: a chat or SMS thread may run for days)."""
     if not project_keys:
         return []
     pending_history = (
@@ -132,8 +133,8 @@ def _unpublished_ends(session: Session, project_keys: list[str], now: datetime) 
     query = (
         select(Conversation)
         .where(Conversation.project_key.in_(project_keys))
-        .where(Conversation.started_at >= now - LOOKBACK)
         .where(Conversation.ended_at.is_not(None))
+        .where(Conversation.ended_at >= now - LOOKBACK)
         .where(~exists().where(PublishedEvent.event_id == literal(_ENDED_PREFIX) + Conversation.id))
         .where(~pending_history)
         .limit(BATCH)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from gateway.infra.random_ids import time_ordered_uuid
@@ -33,6 +33,12 @@ class Conversation(SQLModel, table=True):
         Index("ix_conversations_shared_lookup", "project_key", "shared_id", "started_at", "id"),  # SPEC §5
         Index("ix_conversations_newest", "project_key", "started_at", "id"),  # listing, keyset paging
         Index("ix_conversations_caller", "project_key", "from_number", "started_at"),  # a caller's history
+        # Conversations that ended lately, for their end events (gateway/events/journal.py).
+        # Partial: a new call has no end, so its INSERT writes nothing here.
+        Index(
+            "ix_conversations_ended", "project_key", "ended_at",
+            sqlite_where=text("ended_at IS NOT NULL"), postgresql_where=text("ended_at IS NOT NULL"),
+        ),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
