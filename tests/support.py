@@ -123,6 +123,7 @@ route = "+14155550200"
 [[projects.numbers]]
 number = "+14155550299"
 destination = "Desk"
+a2p_10dlc = "registered"  # so its SMS replies may go out
 
 [[projects]]
 account_id = "ws-initech"

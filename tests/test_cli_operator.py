@@ -54,7 +54,7 @@ def test_numbers_lists_where_each_number_routes(env):
     assert lines[0] == "ws-acme/PROJECT-frontdesk"
     assert "  +14155550199  -> Front desk  then Billing  (SMS from the number itself; 10DLC registered)" in lines
     assert "  +14155550197  -> Billing  then Tier 2, Secure desk  (SMS from the number itself; 10DLC unknown)" in lines
-    assert "  +14155550299  -> Desk  (SMS from the number itself; 10DLC unknown)" in lines
+    assert "  +14155550299  -> Desk  (SMS from the number itself; 10DLC registered)" in lines
 
 
 def test_destinations_lists_both_sources(env, make_app, config_path):

@@ -14,11 +14,12 @@ from tests.messaging_support import (
     TEXTING,
     accept_messages,
     assistant_calls,
+    campaigns,
     inbound_params,
     sent,
     status_params,
 )
-from tests.support import ASSISTANT_URL, BOT_KEY, TEXTING_KEY, post_signed, same_twiml, sign
+from tests.support import ASSISTANT_URL, BOT_KEY, TEXTING_KEY, post_signed, same_twiml, sign, twiml_root
 
 TEXTING_PROJECT = "ws-initech/PROJECT-texting"
 
@@ -382,3 +383,29 @@ def test_an_sms_whose_sid_disagrees_with_its_twin_is_refused(client, session, tw
     params = inbound_params("hello")
     params[twin] = "SM" + "e" * 32
     assert post_signed(client, "/sms/inbound", params).status_code == 403
+
+
+@pytest.mark.parametrize("number", ["+14155550398", "+14155550397", "+14155550395"])  # unregistered, pending, not said
+@pytest.mark.parametrize("body", ["HELP", "hello there", "agent"])
+def test_no_reply_goes_out_from_a_number_that_fails_the_a2p_10dlc_check(client, session, twilio_api, number, body):
+    """The TwiML reply is sent by Twilio from the texted number: the same check as any send.
+    Found by an outside review: POST /sms refused these senders, their replies went out."""
+    accept_messages(twilio_api)
+    response = text_in(client, body, to=number)
+    assert twiml_messages(response) == []
+    assert any(m.from_number == CUSTOMER for m in session.exec(select(SmsMessage)).all())  # the text is kept
+    assert sent(twilio_api) == []  # nor did the handoff note go out from it
+
+
+def test_no_reply_from_a_messaging_service_whose_campaign_is_not_verified(client, twilio_api):
+    campaigns(twilio_api, "IN_PROGRESS")
+    assert twiml_messages(text_in(client, "hello", to="+14155550396")) == []
+
+
+def test_a_reply_from_a_messaging_service_whose_campaign_is_verified(client, twilio_api):
+    campaigns(twilio_api, "VERIFIED")
+    assert twiml_messages(text_in(client, "HELP", to="+14155550396")) == ["Initech texting. Reply STOP to opt out."]
+
+
+def twiml_messages(response) -> list[str]:
+    return [message.text for message in twiml_root(response.data).iter("Message")]

@@ -355,9 +355,23 @@ class InboundResult:
 
 
 def handle_inbound(session: Session, outbox: Outbox, route: NumberRoute, sms: InboundSms) -> InboundResult:
-    """STOP/START/HELP first; any other text is a turn of the customer's SMS thread. Committed."""
+    """STOP/START/HELP first; any other text is a turn of the customer's SMS thread. Committed.
+
+    A reply goes back as TwiML, which Twilio sends from the number that was texted: to a US
+    number, only when that number passes the A2P 10DLC check any send passes (carriers block
+    the rest, error 30034). Otherwise the turn and any handoff are kept and the reply is not
+    sent: the refusal is logged and counted, as an API send's would be.
+    """
     result = _handle_inbound(session, outbox, route, sms)
     session.commit()
+    if result.replies and reaches_us_carriers(sms.from_number):
+        try:
+            check_a2p_10dlc(route.number, outbox.client, outbox.campaigns)
+        except GatewayError as refusal:
+            log.warning("SMS %s: no reply from %s to %s: %s", sms.sid, sms.to_number, sms.from_number, refusal.message)
+            if refusal.status == 422:
+                metrics.sms_refused(refusal.code)
+            result.replies = []
     return result
 
 
