@@ -234,7 +234,7 @@ def sign_in():
     throttle = current_gateway().sign_in_throttle
     # Behind a trusted proxy this is X-Forwarded-For's text: keep it printable and the column's size.
     address = jsonlog.printable(request.remote_addr or "unknown")[:100]
-    wait = throttle.retry_after(db(), address)
+    wait = throttle.begin_attempt(db(), address)
     if wait:
         current_app.logger.warning("console sign-in from %s refused unchecked: too many wrong passwords", address)
         minutes = math.ceil(wait / 60)
@@ -248,7 +248,6 @@ def sign_in():
         session["operator"] = _hash_fingerprint(password_hash)
         csrf_token()
         return redirect(_safe_next(request.form.get("next")))
-    throttle.failed(db(), address)
     current_app.logger.warning("console sign-in refused from %s", address)
     return _sign_in_page("That password is not right.", 401)
 
