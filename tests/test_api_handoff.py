@@ -200,3 +200,28 @@ def test_a_redirect_that_times_out_after_it_took_effect_leaves_twilios_result_al
     assert (response.status_code, response.get_json()["error"]["code"]) == (502, "twilio_unreachable")
     state = client.get(f"{BASE}/handoff_state", query_string={"id": live_call.id}, headers={"x-api-key": CONFIG_KEY})
     assert [step["state"] for step in state.get_json()["handoff"]["history"]] == ["handoff_initiated", "handoff_completed"]
+
+
+@responses.activate
+def test_each_handoffs_event_shows_the_context_of_its_own_moment(client, live_call):
+    """Published after both handoffs, the first one's events still show its own shared_id, data,
+    reason and utterance (SPEC §5: the document at that moment). Found by an outside review:
+    events read those four from the conversation as it was at publication."""
+    twilio_call_update({"code": 21220, "message": "Call is not in-progress", "status": 400}, status=400)
+    first = {"reason": "first", "utterance": "one moment", "shared_id": "s1", "data": {"v": 1}}
+    assert hand_off(client, live_call.id, first).status_code == 502  # Twilio refused: handoff_failed
+    responses.replace(responses.POST, TWILIO_CALL_URL, json={"sid": CALL_SID, "status": "in-progress"})
+    second = {"reason": "second", "utterance": "connecting you", "shared_id": "s2", "data": {"v": 2}}
+    assert hand_off(client, live_call.id, second).status_code == 202
+
+    events = client.get(f"{BASE}/events", headers={"x-api-key": CONFIG_KEY}).get_json()["items"]
+    moments = [
+        (event["type"], event["data"]["shared_id"], event["data"]["data"], event["data"]["handoff"]["reason"],
+         event["data"]["handoff"]["utterance"])
+        for event in events
+    ]
+    assert moments == [
+        ("handoff.initiated", "s1", {"v": 1}, "first", "one moment"),
+        ("handoff.failed", "s1", {"v": 1}, "first", "one moment"),
+        ("handoff.retrying", "s2", {"v": 2}, "second", "connecting you"),
+    ]

@@ -164,3 +164,15 @@ def test_a_chat_closed_more_than_a_day_after_it_began_still_ends_with_its_event(
 
     events = feed(client)["items"]
     assert [(event["type"], event["data"]["id"]) for event in events] == [("conversation.ended", chat["conversation_id"])]
+
+
+def test_a_new_calls_first_entry_keeps_the_calls_context_written_by_the_insert_itself(client, session):
+    """Migration 0006: the trigger that writes a new call's first history entry keeps its
+    snapshot too, so the call path stays one statement."""
+    post_signed(client, "/voice/call", call_params(call_sid=CALL_SID, **{"SipHeader_X-Shared-Id": "crm-42"}))
+    conversation = store.conversation_by_call_sid(session, CALL_SID)
+    (first,) = store.history(session, conversation.id)
+    assert first.snapshot == {
+        "shared_id": "crm-42", "data": {}, "reason": conversation.reason, "utterance": conversation.utterance,
+    }
+    assert conversation.reason == "needs_human"

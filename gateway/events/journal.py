@@ -66,10 +66,14 @@ def state_at(conversation: Conversation, history: list[HandoffEvent]) -> dict:
     """The `handoff_state` document as it stood when the last entry of `history` was recorded.
 
     The lifecycle state, topic, destination, attempts and history come from the entries
-    themselves; shared_id, data, reason and utterance are kept only as current values, so they
-    are read from the conversation when the event is published (within a poll of the change).
+    themselves; shared_id, data, reason and utterance from the last entry's snapshot (entries
+    recorded before migration 0006 have none: the conversation's current values, then).
     """
     document = presenters.handoff_state(conversation, history)
+    kept = history[-1].snapshot
+    if kept is not None:
+        document.update(shared_id=kept.get("shared_id"), data=kept.get("data") or {})
+        document["handoff"].update(reason=kept.get("reason"), utterance=kept.get("utterance"))
     lifecycle = [entry for entry in history if entry.state in handoff.LIFECYCLE_STATES]
     topics = [entry for entry in history if entry.state not in handoff.LIFECYCLE_STATES]
     document["state"] = lifecycle[-1].state if lifecycle else None

@@ -94,6 +94,7 @@ def transition(
         detail=detail,
         dedupe_key=dedupe_key,
         at=at,
+        snapshot=snapshot(conversation, **changes),
     )
     if not recorded:
         return False
@@ -101,6 +102,17 @@ def transition(
     session.add(conversation)
     announce(conversation.id, conversation.state, conversation.destination)
     return True
+
+
+def snapshot(conversation: Conversation, **changes) -> dict:
+    """What a history entry keeps of the conversation as it stands with `changes` applied: the
+    values its event must show though they may change again before it is published."""
+    return {
+        "shared_id": conversation.shared_id,
+        "data": conversation.data or {},
+        "reason": changes.get("reason", conversation.reason),
+        "utterance": changes.get("utterance", conversation.utterance),
+    }
 
 
 def announce(conversation_id: str, state: str | None, destination: str | None) -> None:
@@ -157,7 +169,7 @@ def set_topic(session: Session, conversation: Conversation, topic: str) -> None:
     check_topic(topic)
     if conversation.topic == topic:
         return
-    store.add_event(session, conversation, state=topic, destination=conversation.destination)
+    store.add_event(session, conversation, state=topic, destination=conversation.destination, snapshot=snapshot(conversation))
     conversation.topic = topic
     conversation.updated_at = utcnow()
     session.add(conversation)

@@ -80,6 +80,10 @@ class HandoffEvent(SQLModel, table=True):
     detail: str | None = Field(default=None, max_length=500)
     dedupe_key: str | None = Field(default=None, max_length=200)
     at: datetime = _timestamp()
+    #: The conversation's shared_id, data, reason and utterance just after this entry, which an
+    #: event published later must show as they were (SPEC §5: the document "at that moment").
+    #: None in entries recorded before migration 0006.
+    snapshot: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class StoredDestination(SQLModel, table=True):

@@ -408,6 +408,7 @@ def add_event(
     detail: str | None = None,
     dedupe_key: str | None = None,
     at: datetime | None = None,
+    snapshot: dict | None = None,
 ) -> bool:
     """Append a history entry; False when this dedupe_key was already recorded (a retried webhook)."""
     values = dict(
@@ -417,6 +418,7 @@ def add_event(
         detail=detail[:500] if detail else None,
         dedupe_key=dedupe_key,
         at=at or utcnow(),
+        snapshot=snapshot,
     )
     if dedupe_key is None:
         session.add(HandoffEvent(**values))
