@@ -170,3 +170,20 @@ def test_the_config_check_counts_header_values_as_they_are_sent_percent_encoded(
     fits_raw_only = Destination(name="d", method="invite", route="sip:a@h.test", sip_headers={"X-Note": "é" * 60})
     problem = check_destination(fits_raw_only, sip_domain=None)
     assert problem is not None and problem[0] == "sip_headers"
+
+
+def test_a_bye_whose_parameters_cannot_fit_is_refused_when_checked():
+    """SPEC §4: a destination that cannot fit is refused when the config is checked; a bye's
+    <Parameter>s keep the same 1,024-character limit (found by an outside review: its check
+    skipped them, and every call dropped the header)."""
+    destination = Destination(name="sbc", method="bye", sip_headers={"X-Big": "a" * 1100})
+    problem = check_destination(destination, sip_domain=None)
+    assert problem is not None and problem[0] == "sip_headers"
+
+
+def test_the_config_check_counts_a_literal_dollar_as_it_is_sent():
+    """`$$` is sent as one dollar sign followed by the rest, not dropped as a $variable."""
+    destination = Destination(name="b", method="invite", route="sip:b@h.test", sip_headers={"X-Price": "$$" + "a" * 250})
+    problem = check_destination(destination, sip_domain=None)
+    assert problem is not None and problem[0] == "sip_headers"
+    assert fill_variables("$$" + "a" * 3, {}) == "$aaa"

@@ -6,6 +6,7 @@ accepted anywhere can always be dialed.
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -197,7 +198,7 @@ def check_destination(destination: Destination, *, sip_domain: str | None) -> tu
     if destination.method == "bye":
         if destination.route:
             return "route", "a bye destination has no route (the SBC takes the call back)"
-        return None
+        return _headers_too_long(len(configured_header_string(destination)))  # its <Parameter>s keep the same limit
     if not destination.route:
         return "route", f"a {destination.method} destination needs a route"
     try:
@@ -206,16 +207,20 @@ def check_destination(destination: Destination, *, sip_domain: str | None) -> tu
         return "route", str(problem)
     if route.kind == "sip":
         headers_length = len(configured_header_string(destination))
-        if headers_length > MAX_SIP_HEADERS_LENGTH:
-            return "sip_headers", (
-                f"the SIP headers take {headers_length} characters; Twilio allows under 1,024"
-            )
+        if problem := _headers_too_long(headers_length):
+            return problem
         uri_length = len(route.target) + 1 + headers_length
         if uri_length > MAX_SIP_URI_LENGTH:
             return "sip_headers", (
                 f"the SIP URI with its headers takes {uri_length} characters before any "
                 "$variable is filled in; Twilio allows under 255"
             )
+    return None
+
+
+def _headers_too_long(headers_length: int) -> tuple[str, str] | None:
+    if headers_length > MAX_SIP_HEADERS_LENGTH:
+        return "sip_headers", f"the SIP headers take {headers_length} characters; Twilio allows under 1,024"
     return None
 
 
@@ -229,5 +234,12 @@ def configured_header_string(destination: Destination) -> str:
     return "&".join(parts)
 
 
+class _EveryVariableEmpty(dict):
+    def __missing__(self, _name: str) -> str:
+        return ""
+
+
 def _without_variables(value: str) -> str:
-    return re.sub(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", "", value)
+    """The value as sent with every $variable empty: `$$` is one dollar sign, as
+    gateway/voice/routing.py's `fill_variables` (string.Template) sends it."""
+    return string.Template(value).safe_substitute(_EveryVariableEmpty())
