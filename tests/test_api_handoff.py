@@ -225,3 +225,27 @@ def test_each_handoffs_event_shows_the_context_of_its_own_moment(client, live_ca
         ("handoff.failed", "s1", {"v": 1}, "first", "one moment"),
         ("handoff.retrying", "s2", {"v": 2}, "second", "connecting you"),
     ]
+
+
+@responses.activate
+def test_the_stream_ending_after_a_failed_redirect_goes_to_the_next_destination(client, live_call, session):
+    """The API handoff's redirect failed (handoff_failed, attempt 1) with the caller still in the
+    assistant's stream; when the stream ends, the caller goes on to the next destination as after
+    a failed dial, not to the apology. Found by an outside review."""
+    responses.add(responses.POST, TWILIO_CALL_URL, body=requests.exceptions.ConnectionError("Twilio unreachable"))
+    assert hand_off(client, live_call.id, {"destination": "Billing"}).status_code in (502, 503)
+    session.expire_all()
+    assert store.find_by_id(session, live_call.id).state == "handoff_failed"
+
+    params = call_params(call_sid=CALL_SID, to=ASSISTANT_NUMBER, CallStatus="in-progress")
+    answer = post_signed(client, f"/voice/stream-ended?conversation_id={live_call.id}", params)
+    root = twiml_root(answer.data)
+    transfer = root.find("Dial") if root.find("Dial") is not None else root.find("Refer")
+    assert transfer is not None, answer.data
+    assert "attempt=2" in transfer.get("action")
+    session.expire_all()
+    conversation = store.find_by_id(session, live_call.id)
+    assert (conversation.state, conversation.attempts) == ("handoff_initiated", 2)
+    assert [entry.state for entry in store.history(session, live_call.id)] == [
+        "handoff_initiated", "handoff_failed", "handoff_initiated",
+    ]

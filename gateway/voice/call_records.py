@@ -158,25 +158,31 @@ class DatabaseSink:
             conversation = store.conversation_by_call_sid(self.session, record.call.call_sid, for_update=True)
         if conversation is None:
             raise RecordRejected(f"no conversation {record.call.id} to record a dial result on")
-        if conversation.attempts != record.attempt or conversation.state != handoff.INITIATED:
+        failed_already = conversation.state == handoff.FAILED and not record.succeeded and record.following is not None
+        if conversation.attempts != record.attempt or not (conversation.state == handoff.INITIATED or failed_already):
             log.info("result for attempt %s of %s already recorded or stale", record.attempt, conversation.id)
             return False
+        if failed_already:  # the stream ended after an API handoff failed: only the next attempt is new
+            return self._start_following(conversation, record)
         outcome = handoff.COMPLETED if record.succeeded else handoff.FAILED
         recorded = handoff.transition(
             self.session, conversation, outcome, detail=record.detail, dedupe_key=f"result:{record.attempt}", at=record.at
         )
         if recorded and record.following:
-            handoff.initiate(
-                self.session,
-                conversation,
-                destination=record.following.destination,
-                # The stored reason (one an API handoff gave included) wins over one assumed without the database.
-                reason=conversation.reason or record.following.reason,
-                utterance=record.following.utterance,
-                dedupe_key=f"attempt:{record.attempt + 1}",
-                at=record.at,
-            )
+            self._start_following(conversation, record)
         return recorded
+
+    def _start_following(self, conversation: Conversation, record: TransferSettled) -> bool:
+        return handoff.initiate(
+            self.session,
+            conversation,
+            destination=record.following.destination,
+            # The stored reason (one an API handoff gave included) wins over one assumed without the database.
+            reason=conversation.reason or record.following.reason,
+            utterance=record.following.utterance,
+            dedupe_key=f"attempt:{record.attempt + 1}",
+            at=record.at,
+        )
 
     def _report(self, record: StatusReported) -> bool:
         conversation = store.conversation_by_call_sid(self.session, record.call_sid, for_update=True)

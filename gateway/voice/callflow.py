@@ -187,9 +187,16 @@ class CallOpened:
     first: Attempt | None = None
 
 
+#: The detail of the record that starts the next attempt when the stream ends after a failed one.
+STREAM_ENDED_DETAIL = "the assistant's stream ended after the handoff failed"
+
+
 @dataclass(frozen=True)
 class TransferSettled:
-    """Attempt `attempt` ended; `following` starts the next one. Ignored if the call moved on."""
+    """Attempt `attempt` ended; `following` starts the next one. Ignored if the call moved on.
+
+    For an attempt that failed already (recorded so by an API handoff), only `following` is new.
+    """
 
     call: CallState
     at: datetime
@@ -256,9 +263,21 @@ def assistant_stream(state: CallState, route: NumberRoute, flow: CallFlow) -> st
 
 
 def end_stream(
-    state: CallState, project: ProjectConfig, flow: CallFlow, destinations: DestinationLookup, now: datetime
+    state: CallState,
+    route: NumberRoute | None,
+    project: ProjectConfig,
+    flow: CallFlow,
+    destinations: DestinationLookup,
+    now: datetime,
 ) -> Decision:
-    """The assistant hung up its stream: without a handoff, the caller goes to the default."""
+    """The assistant hung up its stream: without a handoff, the caller goes to the default; after
+    a handoff that failed while the caller was still in the stream (an API handoff whose
+    redirect Twilio refused), to the next destination, as a failed dial would."""
+    if state.state == handoff.FAILED and state.ended_at is None:
+        following = _following_attempt(state, route, project, destinations)
+        if following is not None:
+            record = TransferSettled(state, now, state.attempts, False, STREAM_ENDED_DETAIL, following)
+            return Decision(current_twiml(_started(state, following), project, flow, destinations), (record,))
     if state.state is not None:
         return Decision(current_twiml(state, project, flow, destinations))
     default = destinations(project.default_destination)

@@ -255,8 +255,9 @@ def end_stream(storage: CallStorage, conversation_id: str, call: InboundCall, fl
     project = storage.config.project_by_key(state.project_key) if state else None
     if project is None:
         return None
+    route = storage.config.route_for(state.to_number or "")
     return _decided(storage, state, project, flow, lambda state, destinations: callflow.end_stream(
-        state, project, flow, destinations, utcnow()
+        state, route, project, flow, destinations, utcnow()
     ))
 
 
