@@ -4,6 +4,7 @@ busy timeout. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import fcntl
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -147,8 +148,6 @@ def statements_blocked(app, database_url):
     """Another connection holds the database itself, so the group's statements wait on it (not
     on the writer turn): SQLite's busy handler, PostgreSQL's lock_timeout."""
     if database_url.startswith("sqlite"):
-        import sqlite3
-
         other = sqlite3.connect(make_url(database_url).database, isolation_level=None)
         other.execute("BEGIN EXCLUSIVE")
         try:

@@ -205,7 +205,6 @@ class CommitGroup:
             queued.result, queued.finished = result, True
         metrics.calls_committed_together(len(group))
 
-
     def _bound_statements(self, connection, deadline: float) -> bool:
         """Make the group's statements give up by its oldest call's deadline; True if shortened.
 

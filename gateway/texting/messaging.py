@@ -218,6 +218,12 @@ def choose_sender(project: ProjectConfig, from_number: str | None) -> NumberConf
     return next((n for n in project.numbers if _may_send(n)), project.numbers[0])
 
 
+def _count_if_refused_by_rule(refusal: GatewayError) -> None:
+    """A 422 is a text refused by a rule (opt-out, 10DLC), not a breakage: operators watch this count."""
+    if refusal.status == 422:
+        metrics.sms_refused(refusal.code)
+
+
 def reaches_us_carriers(recipient: str) -> bool:
     """A2P 10DLC governs texts to US numbers only. Canada shares +1 and no prefix tells it
     apart, so a +1 recipient is always checked: the check errs on the side of refusing."""
@@ -258,8 +264,7 @@ def send_sms(
         if reaches_us_carriers(to):
             check_a2p_10dlc(sender, outbox.client, outbox.campaigns)
     except GatewayError as refusal:
-        if refusal.status == 422:  # refused by a rule, not broken: operators watch this count
-            metrics.sms_refused(refusal.code)
+        _count_if_refused_by_rule(refusal)
         raise
     if outbox.client is None:
         raise _no_client()
@@ -369,8 +374,7 @@ def handle_inbound(session: Session, outbox: Outbox, route: NumberRoute, sms: In
             check_a2p_10dlc(route.number, outbox.client, outbox.campaigns)
         except GatewayError as refusal:
             log.warning("SMS %s: no reply from %s to %s: %s", sms.sid, sms.to_number, sms.from_number, refusal.message)
-            if refusal.status == 422:
-                metrics.sms_refused(refusal.code)
+            _count_if_refused_by_rule(refusal)
             result.replies = []
     return result
 

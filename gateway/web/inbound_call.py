@@ -17,13 +17,12 @@ from urllib.parse import parse_qsl
 
 from flask import Flask
 from werkzeug.datastructures import MultiDict
-from werkzeug.wsgi import get_host
 
 from gateway.infra import jsonlog, metrics
 from gateway.voice import calls
 from gateway.voice.callflow import CALL_FIELDS, CallFlow, InboundCall
 from gateway.voice.twiml import NO_AGENT_APOLOGY, Links
-from gateway.web.signature import missing_fields, signature_refusal
+from gateway.web.signature import base_url_of, missing_fields, signature_refusal
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +94,7 @@ class InboundCallEndpoint:
             form = _Form(parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=self.max_fields))
         except ValueError:  # not UTF-8, or too many fields: Flask's parser gives the answer
             return None
-        base_url = gateway.settings.public_url or f"{environ['wsgi.url_scheme']}://{get_host(environ)}"
+        base_url = base_url_of(gateway, environ)
         query = environ.get("QUERY_STRING", "")
         url = base_url + PATH + (f"?{query}" if query else "")
         if signature_refusal(gateway, url, form, environ.get("HTTP_X_TWILIO_SIGNATURE", "")) or missing_fields(

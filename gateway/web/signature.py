@@ -8,6 +8,7 @@ import uuid
 from functools import lru_cache, wraps
 
 from flask import Response, request
+from werkzeug.wsgi import get_host
 
 from gateway.infra import metrics
 from gateway.runtime import Gateway
@@ -16,12 +17,17 @@ from gateway.web import current_gateway
 log = logging.getLogger(__name__)
 
 
+def base_url_of(gateway: Gateway, environ: dict) -> str:
+    """The scheme and host Twilio uses: GATEWAY_PUBLIC_URL, or the request's own (after
+    ProxyFix), host exactly as sent, as Twilio signed it. One definition for the Flask views
+    and the /voice/call endpoint: `request.host_url` lower-cases the host and turns punycode
+    into Unicode, and the two once disagreed on which requests were genuine."""
+    return gateway.settings.public_url or f"{environ['wsgi.url_scheme']}://{get_host(environ)}"
+
+
 def public_base_url() -> str:
-    """The scheme and host Twilio uses: GATEWAY_PUBLIC_URL, or the request's own (after ProxyFix)."""
-    configured = current_gateway().settings.public_url
-    # The host exactly as sent, as Twilio signed it and as the /voice/call endpoint reads it:
-    # `request.host_url` would lower-case it and turn punycode into Unicode.
-    return configured or f"{request.scheme}://{request.host}"
+    """`base_url_of` the current Flask request."""
+    return base_url_of(current_gateway(), request.environ)
 
 
 def webhook_url() -> str:
