@@ -6,9 +6,10 @@ from datetime import timedelta
 import pytest
 from sqlmodel import select
 
+from gateway.events import journal
 from gateway.storage import store
 from gateway.storage.models import EventDelivery, PublishedEvent
-from tests.events_support import LIFECYCLE_TYPES, call_with_fallback, twilio_posts
+from tests.events_support import LIFECYCLE_TYPES, action_path, call_with_fallback, twilio_posts
 from tests.support import CONFIG_KEY, call_params, post_signed
 
 HEADERS = {"x-api-key": CONFIG_KEY}
@@ -176,3 +177,33 @@ def test_a_new_calls_first_entry_keeps_the_calls_context_written_by_the_insert_i
         "shared_id": "crm-42", "data": {}, "reason": conversation.reason, "utterance": conversation.utterance,
     }
     assert conversation.reason == "needs_human"
+
+
+def test_a_caller_gone_before_the_dial_result_still_ends_with_conversation_ended(client, session):
+    """The caller hangs up while the agent's phone rings: Twilio sends the status callback and
+    the <Dial> action about together, in either order. With the status first, the end waits
+    for the transfer's outcome, so `conversation.ended` stays the conversation's last event and
+    carries the final state."""
+    first = post_signed(client, "/voice/call", call_params(call_sid=CALL_SID))
+    twilio_posts(client, "/voice/status", CALL_SID, CallStatus="completed", CallDuration="9", SequenceNumber="2")
+    assert [e["type"] for e in feed(client)["items"]] == ["handoff.initiated"]
+
+    twilio_posts(client, action_path(first), CALL_SID, DialCallStatus="no-answer", CallStatus="completed")
+    events = feed(client)["items"]
+    assert [e["type"] for e in events] == ["handoff.initiated", "handoff.failed", "conversation.ended"]
+    assert events[-1]["data"]["state"] == "handoff_failed"
+
+
+def test_an_ended_call_whose_dial_result_never_comes_ends_after_twilios_wait(client, session):
+    """No <Dial> action within Twilio's 15 s wait (and a margin): the end is published without it."""
+    post_signed(client, "/voice/call", call_params(call_sid=CALL_SID))
+    twilio_posts(client, "/voice/status", CALL_SID, CallStatus="completed", CallDuration="9", SequenceNumber="2")
+    assert [e["type"] for e in feed(client)["items"]] == ["handoff.initiated"]
+
+    conversation = store.conversation_by_call_sid(session, CALL_SID)
+    conversation.ended_at -= journal.TRANSFER_OUTCOME_WAIT + timedelta(seconds=1)
+    session.add(conversation)
+    session.commit()
+    events = feed(client)["items"]
+    assert [e["type"] for e in events] == ["handoff.initiated", "conversation.ended"]
+    assert events[-1]["data"]["state"] == "handoff_initiated"

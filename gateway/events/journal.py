@@ -18,7 +18,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from collections.abc import Iterable
 
-from sqlalchemy import exists, func, literal
+from sqlalchemy import exists, func, literal, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -37,6 +37,11 @@ LOOKBACK = timedelta(hours=24)
 RESCAN_ROWS = 1000
 #: At most this many history rows are published per pass; the next pass takes the rest.
 BATCH = 500
+#: How long a call that ended mid-transfer waits for the transfer's outcome before its end is
+#: published: the caller hanging up while the agent's phone rings sends Twilio's status callback
+#: and the <Dial>/<Refer> action together, in either order, and Twilio waits at most 15 s for
+#: either; the margin covers the action's own handling.
+TRANSFER_OUTCOME_WAIT = timedelta(seconds=20)
 #: pg_advisory_xact_lock key of the one publisher ("HGEV").
 _PUBLISHER_LOCK = 0x48474556
 _ENDED_PREFIX = "evt_end_"
@@ -126,7 +131,11 @@ def _unpublished_history(session: Session, now: datetime) -> list[HandoffEvent]:
 
 def _unpublished_ends(session: Session, project_keys: list[str], now: datetime) -> list[Conversation]:
     """Conversations that ended in the last day without their end event, and with all their
-    history published (by when they ended: a chat or SMS thread may run for days)."""
+    history published (by when they ended: a chat or SMS thread may run for days).
+
+    A call that ended with its transfer still in progress waits for the transfer's outcome
+    (`TRANSFER_OUTCOME_WAIT`), so the end stays the conversation's last event.
+    """
     if not project_keys:
         return []
     pending_history = (
@@ -141,9 +150,20 @@ def _unpublished_ends(session: Session, project_keys: list[str], now: datetime) 
         .where(Conversation.ended_at >= now - LOOKBACK)
         .where(~exists().where(PublishedEvent.event_id == literal(_ENDED_PREFIX) + Conversation.id))
         .where(~pending_history)
+        .where(_not_awaiting_transfer_outcome(now))
         .limit(BATCH)
     )
     return list(session.exec(query))
+
+
+def _not_awaiting_transfer_outcome(now: datetime):
+    """A chat's handoff ends it while still `handoff_initiated`; only a call has an action to come."""
+    return or_(
+        Conversation.call_sid.is_(None),
+        Conversation.state.is_(None),
+        Conversation.state != handoff.INITIATED,
+        Conversation.ended_at <= now - TRANSFER_OUTCOME_WAIT,
+    )
 
 
 def _history_drafts(session: Session, new_history: list[HandoffEvent]) -> list[PublishedEvent]:
