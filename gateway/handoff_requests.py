@@ -1,7 +1,7 @@
 """An assistant or integrator asks for a handoff (SPEC §5 `POST /conversations/{id}/handoff`).
 
 Validate, record `handoff_initiated` with the context; on a live call redirect it through
-Twilio's REST API, and end a web chat. If Twilio refuses or does not answer, `handoff_failed` is recorded and the
+Twilio's REST API, end a web chat, and text an SMS thread's agent. If Twilio refuses or does not answer, `handoff_failed` is recorded and the
 call simply stays where it was: it is never dropped.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
 from gateway.handoffs import catalog, handoff
-from gateway.storage import store
-from gateway.texting import chat
+from gateway.storage import message_store, store
+from gateway.texting import chat, messaging
 from gateway.voice import calls
 from gateway.config.file import ProjectConfig
 from gateway.errors import GatewayError
@@ -49,6 +49,7 @@ def request_handoff(
     *,
     twilio: Client | None,
     flow: calls.CallFlow,
+    outbox: messaging.Outbox,
 ) -> Conversation:
     """Record the handoff, then move a live call; raises GatewayError with what went wrong."""
     conversation = store.conversation_for_update(session, conversation_id)
@@ -60,8 +61,10 @@ def request_handoff(
         raise GatewayError(404, "destination_not_found", f"No destination named {name!r} in this project.")
     if conversation.channel == "voice" and conversation.ended_at is not None:
         raise GatewayError(409, "call_ended", "The call has already ended; there is nobody to hand off.")
-    if conversation.channel == "chat" and conversation.ended_at is not None and conversation.state is None:
-        raise GatewayError(409, "conversation_closed", "The chat is closed; there is nobody to hand off.")
+    if conversation.channel in chat.CHAT_CHANNELS and conversation.ended_at is not None and conversation.state is None:
+        raise GatewayError(
+            409, "conversation_closed", f"The {conversation.channel} conversation is closed; there is nobody to hand off."
+        )
     if not handoff.can_initiate(conversation):
         raise GatewayError(
             409,
@@ -93,7 +96,21 @@ def request_handoff(
     session.commit()
     if conversation.channel == "voice":
         _redirect_live_call(session, project, conversation, twilio, flow)
+    elif conversation.channel == "sms":
+        _tell_the_agent_by_text(session, outbox, project, conversation, entry.destination)
     return conversation
+
+
+def _tell_the_agent_by_text(
+    session: Session, outbox: messaging.Outbox, project: ProjectConfig, conversation: Conversation, destination
+) -> None:
+    """An SMS thread handed off by the API: its agent is texted the same note as after a keyword
+    or assistant handoff, or nobody would know the customer is waiting."""
+    messaging.notify_destination(
+        session, outbox, project, conversation, destination,
+        sender=conversation.to_number or "",
+        last_message=message_store.last_customer_text(session, conversation.id) or "",
+    )
 
 
 def _redirect_live_call(

@@ -242,6 +242,35 @@ def test_closing_a_thread_makes_the_next_text_start_a_new_one(client, session, t
     assert len(session.exec(select(Conversation)).all()) == 2
 
 
+def test_an_api_handoff_of_an_sms_thread_texts_the_agent_the_same_note(client, session, twilio_api):
+    """Found by an outside review: only keyword and assistant handoffs told the agent, so a
+    thread handed off by a desktop's API call waited for an agent who never heard of it."""
+    accept_messages(twilio_api)
+    text_in(client, "my parcel never came")
+    thread = session.exec(select(Conversation)).one()
+    handed = client.post(
+        f"{TEXTING}/conversations/{thread.id}/handoff",
+        json={"destination": "Agents", "reason": "lost_parcel"},
+        headers={"x-api-key": TEXTING_KEY},
+    )
+    assert handed.status_code == 202, handed.get_json()
+    [note] = sent(twilio_api)
+    assert (note["To"], note["From"]) == ("+14155550300", "+14155550399")
+    assert thread.id in note["Body"] and "lost_parcel" in note["Body"] and "my parcel never came" in note["Body"]
+
+
+def test_a_closed_sms_thread_cannot_be_handed_off_through_the_api(client, session, twilio_api):
+    text_in(client, "hello")
+    thread = session.exec(select(Conversation)).one()
+    headers = {"x-api-key": TEXTING_KEY}
+    assert client.post(f"{TEXTING}/chat/close", json={"conversation_id": thread.id}, headers=headers).status_code == 200
+    handed = client.post(f"{TEXTING}/conversations/{thread.id}/handoff", json={}, headers=headers)
+    assert handed.status_code == 409
+    assert handed.get_json()["error"]["code"] == "conversation_closed"
+    session.refresh(thread)
+    assert thread.state is None
+
+
 def test_sms_thread_with_an_assistant(client, session, twilio_api):
     twilio_api.add(responses.POST, ASSISTANT_URL, json={"response": "Your order ships Monday."})
     response = text_in(client, "where is my order", to="+18885550499")

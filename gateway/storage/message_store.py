@@ -233,6 +233,16 @@ def add_chat_message(session: Session, conversation: Conversation, *, role: str,
     return line
 
 
+def last_customer_text(session: Session, conversation_id: str) -> str | None:
+    """What the customer said last, for the note that tells an agent why they are waiting."""
+    return session.exec(
+        select(ChatMessage.text)
+        .where(ChatMessage.conversation_id == conversation_id, ChatMessage.role == "customer")
+        .order_by(ChatMessage.at.desc(), ChatMessage.id.desc())
+        .limit(1)
+    ).first()
+
+
 def transcript(session: Session, conversation_id: str) -> list[ChatMessage]:
     """Oldest first, for the console's timeline."""
     return list(

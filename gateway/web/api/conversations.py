@@ -15,6 +15,7 @@ from gateway.handoff_requests import request_handoff
 from gateway.web import current_gateway, db
 from gateway.web.api import bp, conversation_or_404, openapi, operation, schemas
 from gateway.web.callbacks import call_flow
+from gateway.web.outbox import outbox
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
@@ -30,7 +31,7 @@ MAX_PAGE = 200
         400: "Malformed body (invalid_json, invalid_request).",
         404: "No such conversation or destination (conversation_not_found, destination_not_found).",
         409: "A handoff already in progress or done (handoff_in_progress), a call that ended "
-        "(call_ended) or a chat closed without one (conversation_closed).",
+        "(call_ended) or a chat or SMS thread closed without one (conversation_closed).",
         502: "Twilio refused or did not answer; handoff_failed is recorded.",
         503: "Twilio credentials are not configured (twilio_not_configured).",
     },
@@ -45,6 +46,7 @@ def handoff(conversation_id: str, body: schemas.HandoffRequest):
         body,
         twilio=current_gateway().twilio,
         flow=call_flow(),
+        outbox=outbox(),
     )
     return jsonify(presenters.handoff_state(conversation, store.history(db(), conversation.id))), 202
 
