@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,12 +16,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import OperationalError
 from sqlmodel import SQLModel
 
 from gateway import create_app
 from gateway.storage import schema
 from gateway.cli import main
-from gateway.storage.store import make_engine
+from gateway.storage.store import DEFAULT_BUSY_TIMEOUT, make_engine
 from tests.conftest import POSTGRES_ENV, scratch_postgres_database
 from tests.support import ACME, CONFIG_KEY, call_params, post_signed, twiml_root
 
@@ -387,3 +390,52 @@ def test_an_upgrade_that_would_merge_destination_names_differing_only_in_case_st
     upgraded = cli("db", "upgrade")
     assert upgraded.exit_code == 0, upgraded.output
     assert _revision(engine) == schema.head()
+
+
+@pytest.fixture
+def postgres_url():
+    """A new, empty PostgreSQL database, for what only its advisory lock does."""
+    if not os.environ.get(POSTGRES_ENV):
+        pytest.skip(f"{POSTGRES_ENV} is not set; PostgreSQL runs are skipped")
+    with scratch_postgres_database("gateway_migration_lock") as url:
+        yield url
+
+
+@contextmanager
+def _migration_lock_held_for(url: str, seconds: float):
+    """Another migrator: holds the migration lock for `seconds`, as a long revision would."""
+    holder = make_engine(url)
+    connection = holder.connect()
+    connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": schema.MIGRATION_LOCK_ID})
+    release = threading.Timer(seconds, connection.commit)
+    release.start()
+    try:
+        yield
+    finally:
+        release.join()
+        connection.close()
+        holder.dispose()
+
+
+def test_db_upgrade_waits_for_another_run_longer_than_the_busy_timeout(postgres_url, config_path, monkeypatch):
+    """docs/migrations.md: run from several places at once, one migrates and the others wait."""
+    monkeypatch.setenv("GATEWAY_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("GATEWAY_CONFIG", str(config_path))
+    with _migration_lock_held_for(postgres_url, DEFAULT_BUSY_TIMEOUT + 1):
+        result = CliRunner().invoke(main, ["db", "upgrade"])
+
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    assert f"database at revision {schema.head()}" in result.output
+
+
+def test_the_app_making_a_new_database_waits_for_another_migrator_only_its_busy_timeout(postgres_url):
+    """A web worker must not hang on the lock: it fails like an outage (webhooks fail open) and checks again."""
+    engine = make_engine(postgres_url, busy_timeout=1)
+    try:
+        with _migration_lock_held_for(postgres_url, 3):
+            with pytest.raises(OperationalError, match="lock timeout"):
+                schema.check(engine)
+        schema.check(engine)
+        assert _revision(engine) == schema.head()
+    finally:
+        engine.dispose()

@@ -91,22 +91,31 @@ def _made_before_migrations(connection: Connection, revision: str | None) -> boo
     return revision is None and inspect(connection).has_table(BASELINE_TABLE)
 
 
-def _lock(connection: Connection) -> None:
+def _lock(connection: Connection, *, wait: bool) -> None:
     """Hold the database against other migrators until this transaction ends.
 
     PostgreSQL: an advisory lock, so instances starting together migrate one after another and
-    the later ones find nothing left to do. SQLite: a write transaction, which does the same.
+    the later ones find nothing left to do. With `wait`, as long as the other migrator takes:
+    every connection's lock_timeout (the engine's busy timeout) would otherwise fail the second
+    `gateway db upgrade` while the first runs a long revision. SQLite: a write transaction,
+    which does the same within the busy timeout.
     """
     if connection.dialect.name == "postgresql":
+        if wait:
+            connection.execute(text("SET LOCAL lock_timeout = 0"))
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
     elif connection.dialect.name == "sqlite":
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def upgrade(engine: Engine) -> str:
-    """Bring the database to head in one transaction, adopting one made before migrations; the revision."""
+def upgrade(engine: Engine, *, wait: bool = True) -> str:
+    """Bring the database to head in one transaction, adopting one made before migrations; the revision.
+
+    `wait=False` bounds the wait for another migrator by the engine's busy timeout, then raises
+    the database's OperationalError: for the app, which must not hang a request on it.
+    """
     with engine.connect() as connection:
-        _lock(connection)
+        _lock(connection, wait=wait)
         config = _alembic_config(connection)
         before = _revision_of(connection)
         if _made_before_migrations(connection, before):
@@ -144,7 +153,10 @@ def check(engine: Engine) -> None:
             "(its rows are kept)"
         )
     if revision is None:
-        upgrade(engine)  # a new, empty database: nothing is serving from it yet
+        # A new, empty database: nothing is serving from it yet. Another instance making its
+        # tables holds the lock for a moment; one that holds it longer fails this check like an
+        # outage (the webhooks fail open, the next request checks again) rather than hang a worker.
+        upgrade(engine, wait=False)
         return
     if revision not in _known_revisions():
         log.warning(
