@@ -235,6 +235,37 @@ def test_a_database_made_before_migrations_is_adopted_with_every_row(cli, engine
     assert _drift(engine) == [], "an adopted database must be the one a new install gets"
 
 
+#: Indexes `create_all` made on every column marked index=True before 031d33b (gateway/models.py
+#: of ea227b0 to 031d33b^): the models dropped them, but no release dropped them from a database.
+INDEXES_BEFORE_031D33B = [
+    "CREATE INDEX ix_conversations_from_number ON conversations (from_number)",
+    "CREATE INDEX ix_conversations_project_key ON conversations (project_key)",
+    "CREATE INDEX ix_conversations_shared_id ON conversations (shared_id)",
+    "CREATE INDEX ix_conversations_started_at ON conversations (started_at)",
+    "CREATE INDEX ix_conversations_state ON conversations (state)",
+    "CREATE INDEX ix_conversations_to_number ON conversations (to_number)",
+    "CREATE INDEX ix_conversations_topic ON conversations (topic)",
+    "CREATE INDEX ix_handoff_events_conversation_id ON handoff_events (conversation_id)",
+]
+
+
+def test_adopting_a_database_made_before_031d33b_drops_the_indexes_the_models_no_longer_have(cli, engine):
+    """031d33b cut a new call's index writes from 10 to 5; an adopted database must not keep the other 5."""
+    _make_database_before_migrations(engine)
+    with engine.begin() as connection:
+        for statement in INDEXES_BEFORE_031D33B:
+            connection.exec_driver_sql(statement)
+
+    result = cli("db", "upgrade")
+
+    assert result.exit_code == 0, result.output
+    indexes = {index["name"] for index in inspect(engine).get_indexes("conversations")}
+    assert {name for name in indexes if name.startswith("ix_")} == {
+        "ix_conversations_caller", "ix_conversations_newest", "ix_conversations_shared_lookup", "ix_conversations_ended",
+    }
+    assert _drift(engine) == [], "an adopted database must be the one a new install gets"
+
+
 def test_the_app_refuses_a_database_made_before_migrations_until_it_is_upgraded(
     make_settings, empty_database_url, engine, cli
 ):

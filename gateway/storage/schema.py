@@ -33,8 +33,21 @@ UPGRADE_COMMAND = "gateway db upgrade"
 BASELINE = "0001"
 #: A table every database made before the migrations holds: its presence means "adopt, don't create".
 BASELINE_TABLE = "conversations"
-#: Indexes that releases before the baseline made and the baseline dropped from the models.
-BASELINE_LEFTOVER_INDEXES = ("ix_destinations_project_key", "ix_sms_opt_outs_project_key")
+#: Indexes that releases before the baseline made and the models dropped since (031d33b the
+#: single-column conversations indexes, 9832ad9 the project_key ones): `create_all` never
+#: dropped them, so a database made before either still has them, each written on every new call.
+BASELINE_LEFTOVER_INDEXES = (
+    "ix_conversations_project_key",
+    "ix_conversations_shared_id",
+    "ix_conversations_from_number",
+    "ix_conversations_to_number",
+    "ix_conversations_state",
+    "ix_conversations_topic",
+    "ix_conversations_started_at",
+    "ix_handoff_events_conversation_id",
+    "ix_destinations_project_key",
+    "ix_sms_opt_outs_project_key",
+)
 #: Any constant: the PostgreSQL advisory lock that one migrating instance holds.
 MIGRATION_LOCK_ID = 0x6761746577617921
 
