@@ -1,7 +1,7 @@
 """The database schema's version, kept by Alembic (gateway/storage/migrations/): upgrade it, or refuse it.
 
 A new database is made by the migrations; one made before them (by `create_all`) is adopted by
-stamping the baseline, then upgraded; one behind the code's head revision is refused with the
+the same migrations, the baseline making only the tables and indexes it lacks; one behind the code's head revision is refused with the
 command that fixes it, because serving from it would fail on a missing column mid-call.
 No Flask here. Upgrade steps for several instances: docs/migrations.md.
 """
@@ -132,10 +132,9 @@ def upgrade(engine: Engine, *, wait: bool = True) -> str:
         config = _alembic_config(connection)
         before = _revision_of(connection)
         if _made_before_migrations(connection, before):
-            log.warning("adopting a database made before migrations: stamping it at the baseline %s", BASELINE)
+            log.warning("adopting a database made before migrations: making what it lacks of the baseline %s", BASELINE)
             for index in BASELINE_LEFTOVER_INDEXES:
                 connection.execute(text(f"DROP INDEX IF EXISTS {index}"))
-            command.stamp(config, BASELINE)
         try:
             command.upgrade(config, "head")
         except CommandError as refused:  # raised by a migration for the operator to read

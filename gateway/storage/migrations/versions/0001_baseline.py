@@ -1,6 +1,8 @@
 """Baseline: the schema the gateway made with create_all before it had migrations.
 
-A database made then is stamped at this revision (gateway/storage/schema.py) instead of running it.
+A database made then is adopted by running it too (gateway/storage/schema.py): every table and
+index is made only if it is missing, so one made by any release before migrations (the first one
+had no SMS or chat tables) ends with what a new install gets, its rows kept.
 
 Revision ID: 0001
 Revises:
@@ -23,9 +25,10 @@ def upgrade() -> None:
     sa.Column('label', sa.String(length=100), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('key_sha256')
+    sa.UniqueConstraint('key_sha256'),
+    if_not_exists=True,
     )
-    op.create_index('ix_api_keys_project_key', 'api_keys', ['project_key'])
+    op.create_index('ix_api_keys_project_key', 'api_keys', ['project_key'], if_not_exists=True)
 
     op.create_table('conversations',
     sa.Column('id', sa.String(length=36), nullable=False),
@@ -49,11 +52,12 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('ended_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('call_sid')
+    sa.UniqueConstraint('call_sid'),
+    if_not_exists=True,
     )
-    op.create_index('ix_conversations_caller', 'conversations', ['project_key', 'from_number', 'started_at'])
-    op.create_index('ix_conversations_newest', 'conversations', ['project_key', 'started_at', 'id'])
-    op.create_index('ix_conversations_shared_lookup', 'conversations', ['project_key', 'shared_id', 'started_at', 'id'])
+    op.create_index('ix_conversations_caller', 'conversations', ['project_key', 'from_number', 'started_at'], if_not_exists=True)
+    op.create_index('ix_conversations_newest', 'conversations', ['project_key', 'started_at', 'id'], if_not_exists=True)
+    op.create_index('ix_conversations_shared_lookup', 'conversations', ['project_key', 'shared_id', 'started_at', 'id'], if_not_exists=True)
 
     op.create_table('destinations',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -63,7 +67,8 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('project_key', 'name')
+    sa.UniqueConstraint('project_key', 'name'),
+    if_not_exists=True,
     )
     op.create_table('sms_opt_outs',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -72,7 +77,8 @@ def upgrade() -> None:
     sa.Column('keyword', sa.String(length=20), nullable=False),
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('project_key', 'number')
+    sa.UniqueConstraint('project_key', 'number'),
+    if_not_exists=True,
     )
     op.create_table('sms_status_events',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -80,9 +86,10 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('error_code', sa.Integer(), nullable=True),
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('id')
+    sa.PrimaryKeyConstraint('id'),
+    if_not_exists=True,
     )
-    op.create_index('ix_sms_status_events_message_sid', 'sms_status_events', ['message_sid'])
+    op.create_index('ix_sms_status_events_message_sid', 'sms_status_events', ['message_sid'], if_not_exists=True)
 
     op.create_table('chat_messages',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -91,9 +98,10 @@ def upgrade() -> None:
     sa.Column('text', sa.Text(), nullable=False),
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['conversation_id'], ['conversations.id'], ),
-    sa.PrimaryKeyConstraint('id')
+    sa.PrimaryKeyConstraint('id'),
+    if_not_exists=True,
     )
-    op.create_index('ix_chat_messages_conversation_id', 'chat_messages', ['conversation_id'])
+    op.create_index('ix_chat_messages_conversation_id', 'chat_messages', ['conversation_id'], if_not_exists=True)
 
     op.create_table('handoff_events',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -105,7 +113,8 @@ def upgrade() -> None:
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['conversation_id'], ['conversations.id'], ),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('conversation_id', 'dedupe_key')
+    sa.UniqueConstraint('conversation_id', 'dedupe_key'),
+    if_not_exists=True,
     )
     op.create_table('sms_messages',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -122,11 +131,12 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['conversation_id'], ['conversations.id'], ),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('sid')
+    sa.UniqueConstraint('sid'),
+    if_not_exists=True,
     )
-    op.create_index('ix_sms_messages_conversation_id', 'sms_messages', ['conversation_id'])
-    op.create_index('ix_sms_messages_created_at', 'sms_messages', ['created_at'])
-    op.create_index('ix_sms_messages_project_key', 'sms_messages', ['project_key'])
+    op.create_index('ix_sms_messages_conversation_id', 'sms_messages', ['conversation_id'], if_not_exists=True)
+    op.create_index('ix_sms_messages_created_at', 'sms_messages', ['created_at'], if_not_exists=True)
+    op.create_index('ix_sms_messages_project_key', 'sms_messages', ['project_key'], if_not_exists=True)
 
     op.create_table('sms_threads',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -135,7 +145,8 @@ def upgrade() -> None:
     sa.Column('conversation_id', sa.String(length=36), nullable=False),
     sa.ForeignKeyConstraint(['conversation_id'], ['conversations.id'], ),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('project_key', 'customer_number')
+    sa.UniqueConstraint('project_key', 'customer_number'),
+    if_not_exists=True,
     )
 
 
