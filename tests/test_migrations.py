@@ -415,18 +415,23 @@ def _destination_row(row_id: int, project_key: str, name: str) -> dict:
     }
 
 
-def test_an_upgrade_that_would_merge_destination_names_differing_only_in_case_stops_and_names_them(cli, engine):
-    """Migration 0003 makes names unique without regard to case: it must not fail half-way, nor
-    pick one of two destinations a route may name; the operator is told which to rename."""
+def _destinations_before_0003(engine, *rows: dict) -> None:
+    """A database at 0001 holding these destinations, as the releases before 0003 stored them."""
     with engine.connect() as connection:
         alembic_command.upgrade(schema._alembic_config(connection), "0001")
         connection.commit()
     with engine.begin() as connection:
-        for row in (_destination_row(1, ACME, "Sales"), _destination_row(2, ACME, "sales "),
-                    _destination_row(3, "other/project", "SALES"), _destination_row(4, ACME, "Support")):
+        for row in rows:
             connection.execute(
                 text("INSERT INTO destinations (id, project_key, name, body, created_at, updated_at) "
                      "VALUES (:id, :project_key, :name, :body, :created_at, :updated_at)"), row)
+
+
+def test_an_upgrade_that_would_merge_destination_names_differing_only_in_case_stops_and_names_them(cli, engine):
+    """Migration 0003 makes names unique without regard to case: it must not fail half-way, nor
+    pick one of two destinations a route may name; the operator is told which to rename."""
+    _destinations_before_0003(engine, _destination_row(1, ACME, "Sales"), _destination_row(2, ACME, "sales "),
+                              _destination_row(3, "other/project", "SALES"), _destination_row(4, ACME, "Support"))
 
     refused = cli("db", "upgrade")
     assert refused.exit_code == 1
@@ -444,6 +449,26 @@ def test_an_upgrade_that_would_merge_destination_names_differing_only_in_case_st
     assert upgraded.exit_code == 0, upgraded.output
     assert _revision(engine) == schema.head()
 
+
+def test_an_upgrade_that_meets_a_name_whose_key_outgrows_its_column_stops_and_names_it(cli, engine):
+    """The release before 0003 took any 1-100 characters without NFKC; NFKC makes each U+FDFA 18
+    characters, so 0003's key of this 20-character name has 360 (name_key holds 300)."""
+    long_name = "\ufdfa" * 20
+    _destinations_before_0003(engine, _destination_row(1, ACME, long_name), _destination_row(2, ACME, "Support"))
+
+    refused = cli("db", "upgrade")
+    assert refused.exit_code == 1
+    assert f"{ACME}: {long_name!r} (id 1)" in refused.output
+    assert "Support" not in refused.output
+    assert "Rename each to a shorter name" in refused.output
+    assert "Traceback" not in refused.output
+    assert _revision(engine) == "0001"
+
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE destinations SET name = 'Blessings desk' WHERE id = 1"))
+    upgraded = cli("db", "upgrade")
+    assert upgraded.exit_code == 0, upgraded.output
+    assert _revision(engine) == schema.head()
 
 @pytest.fixture
 def postgres_url():

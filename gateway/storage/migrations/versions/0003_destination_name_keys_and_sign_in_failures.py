@@ -15,6 +15,9 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
+#: The name_key column's length (gateway.storage.models.StoredDestination.name_key).
+NAME_KEY_LENGTH = 300
+
 
 def _name_key(name: str) -> str:
     """gateway.config.destinations.name_key as of this revision: NFKC, trimmed, case-folded."""
@@ -23,15 +26,29 @@ def _name_key(name: str) -> str:
 
 def _name_keys_without_clashes(connection, destinations) -> dict[int, str]:
     """Each stored destination's key by its id; stop before changing anything if a project has
-    two destinations this revision would make one.
+    two destinations this revision would make one, or a name whose key outgrows its column.
 
     Renaming one by itself would send a route that names it to the other; the operator knows
     which is which. The error names them, and the upgrade's transaction leaves the database as it was.
+    The previous release took any 1-100 characters before NFKC, which can make a key over
+    NAME_KEY_LENGTH (PostgreSQL would stop the upgrade on it with a traceback); this release's
+    own names (NFKC first, then at most 100) never do.
     """
     rows = connection.execute(
         sa.select(destinations.c.id, destinations.c.project_key, destinations.c.name).order_by(destinations.c.id)
     ).all()
     keys = {row_id: _name_key(name) for row_id, _, name in rows}
+    too_long = [
+        f"{project_key}: {name!r} (id {row_id})"
+        for row_id, project_key, name in rows
+        if len(keys[row_id]) > NAME_KEY_LENGTH
+    ]
+    if too_long:
+        raise CommandError(
+            f"destination names get a key (NFKC, case-folded) of at most {NAME_KEY_LENGTH} characters, but these "
+            "names' keys are longer: " + "; ".join(too_long) + ". Rename each to a shorter name with the release "
+            "you run now (the Destinations API or the console), then run `gateway db upgrade` again. Nothing was changed."
+        )
     by_key: dict[tuple[str, str], list[tuple[int, str]]] = {}
     for row_id, project_key, name in rows:
         by_key.setdefault((project_key, keys[row_id]), []).append((row_id, name))
@@ -74,11 +91,11 @@ def upgrade() -> None:
 
     # Existing destinations get their key from their name before the column may not be empty.
     with op.batch_alter_table("destinations", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("name_key", sa.String(length=300), nullable=True))
+        batch_op.add_column(sa.Column("name_key", sa.String(length=NAME_KEY_LENGTH), nullable=True))
     for row_id, key in keys.items():
         connection.execute(destinations.update().where(destinations.c.id == row_id).values(name_key=key))
     with op.batch_alter_table("destinations", schema=None) as batch_op:
-        batch_op.alter_column("name_key", existing_type=sa.String(length=300), nullable=False)
+        batch_op.alter_column("name_key", existing_type=sa.String(length=NAME_KEY_LENGTH), nullable=False)
         batch_op.create_unique_constraint("uq_destinations_project_name_key", ["project_key", "name_key"])
 
 
