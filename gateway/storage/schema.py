@@ -1,8 +1,9 @@
 """The database schema's version, kept by Alembic (gateway/storage/migrations/): upgrade it, or refuse it.
 
 A new database is made by the migrations; one made before them (by `create_all`) is adopted by
-the same migrations, the baseline making only the tables and indexes it lacks; one behind the code's head revision is refused with the
-command that fixes it, because serving from it would fail on a missing column mid-call.
+the same migrations, the baseline making only the tables and indexes it lacks; one behind the
+code's head revision is refused with the command that fixes it, because serving from it would
+fail on a missing column mid-call.
 No Flask here. Upgrade steps for several instances: docs/migrations.md.
 """
 from __future__ import annotations
