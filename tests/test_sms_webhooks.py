@@ -306,6 +306,17 @@ def test_assistant_failure_over_sms_apologises_and_keeps_the_thread(client, sess
     assert len(session.exec(select(Conversation)).all()) == 1
 
 
+
+def test_a_reply_over_twilios_1600_characters_goes_out_as_several_messages_in_order(client, twilio_api):
+    """Twilio refuses a longer <Message> whole (error 21617): the customer got nothing."""
+    answer = "Our opening hours are as follows.\n" + "Monday to Friday, nine to five. " * 100
+    twilio_api.add(responses.POST, ASSISTANT_URL, json={"response": answer})
+    parts = twiml_messages(text_in(client, "when are you open", to="+18885550499"))
+    assert len(parts) == 3 and all(0 < len(part) <= 1600 for part in parts)
+    assert parts[0].startswith("Our opening hours are as follows.\nMonday")  # the line break kept
+    assert " ".join(parts).split() == answer.split()  # cut between words, nothing lost
+
+
 # --- delivery status -------------------------------------------------------------------------
 
 @pytest.fixture

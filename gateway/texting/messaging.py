@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import textwrap
 import threading
 import time
 from dataclasses import dataclass, field
@@ -369,6 +370,7 @@ def handle_inbound(session: Session, outbox: Outbox, route: NumberRoute, sms: In
     """
     result = _handle_inbound(session, outbox, route, sms)
     session.commit()
+    result.replies = [part for reply in result.replies for part in message_parts(reply)]
     if result.replies and reaches_us_carriers(sms.from_number):
         try:
             check_a2p_10dlc(route.number, outbox.client, outbox.campaigns)
@@ -377,6 +379,16 @@ def handle_inbound(session: Session, outbox: Outbox, route: NumberRoute, sms: In
             _count_if_refused_by_rule(refusal)
             result.replies = []
     return result
+
+
+def message_parts(text: str) -> list[str]:
+    """A reply cut into bodies Twilio takes (a longer <Message> is refused whole, error 21617):
+    at whitespace where there is some, in order, each line break kept."""
+    if len(text) <= MAX_BODY_LENGTH:
+        return [text]
+    return textwrap.wrap(
+        text, MAX_BODY_LENGTH, expand_tabs=False, replace_whitespace=False, break_on_hyphens=False
+    )
 
 
 def _handle_inbound(session: Session, outbox: Outbox, route: NumberRoute, sms: InboundSms) -> InboundResult:
