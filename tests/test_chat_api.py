@@ -205,12 +205,21 @@ def test_assistant_handoff_without_destination_goes_to_the_default(client, twili
     assert body["response"] == "An agent will text you in a moment."
 
 
+def test_a_blank_response_with_a_handoff_is_replaced_by_the_utterance(client, twilio_api):
+    twilio_api.add(responses.POST, ASSISTANT_URL, json={"response": "  ", "handoff": {}})
+    conversation_id = create(client, key=BOT_KEY, project=BOT)
+    body = respond(client, conversation_id, "help", key=BOT_KEY, project=BOT).get_json()
+    assert body["response"] == "An agent will text you in a moment."
+
+
 @pytest.mark.parametrize(
     "mock,words",
     [
         ({"status": 500}, "answered HTTP 500"),
         ({"body": "not json"}, "not JSON"),
         ({"json": {"response": 5}}, "invalid response"),
+        ({"json": {}}, "blank `response` without a handoff"),
+        ({"json": {"response": " \n "}}, "blank `response` without a handoff"),
         ({"json": {"response": "ok", "handoff": {"topic": "Not Snake"}}}, "invalid handoff.topic"),
         ({"json": {"response": "ok", "handoff": {"destination": "Nobody"}}}, "'Nobody'"),
         ({"body": requests.ConnectTimeout("slow")}, "could not be reached"),

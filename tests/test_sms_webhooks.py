@@ -307,6 +307,14 @@ def test_assistant_failure_over_sms_apologises_and_keeps_the_thread(client, sess
 
 
 
+@pytest.mark.parametrize("answer", [{}, {"response": ""}, {"response": " \n"}])
+def test_a_blank_assistant_answer_without_a_handoff_gets_the_apology_not_an_empty_message(client, twilio_api, answer):
+    """Twilio refuses an empty <Message> body, so the customer got nothing."""
+    twilio_api.add(responses.POST, ASSISTANT_URL, json=answer)
+    response = text_in(client, "hello?", to="+18885550499")
+    assert twiml_messages(response) == ["Sorry, we cannot answer right now. Please try again in a few minutes."]
+
+
 def test_a_reply_over_twilios_1600_characters_goes_out_as_several_messages_in_order(client, twilio_api):
     """Twilio refuses a longer <Message> whole (error 21617): the customer got nothing."""
     answer = "Our opening hours are as follows.\n" + "Monday to Friday, nine to five. " * 100

@@ -162,7 +162,7 @@ def _hand_off(session: Session, project: ProjectConfig, conversation: Conversati
     if wanted.topic:
         handoff.set_topic(session, conversation, wanted.topic)
     end_on_handoff(conversation)
-    response = answer.response or utterance or DEFAULT_HANDOFF_REPLY
+    response = answer.response if answer.response.strip() else utterance or DEFAULT_HANDOFF_REPLY
     message_store.add_chat_message(session, conversation, role="assistant", text=response)
     log.info("conversation %s handed off to %s (%s)", conversation.id, destination.name, conversation.reason)
     return Turn(conversation, response, destination)
@@ -183,10 +183,14 @@ def ask_assistant(url: str, conversation_id: str, message: str) -> AssistantAnsw
     if reply.status_code != 200:
         raise _assistant_error(f"answered HTTP {reply.status_code}")
     try:
-        return AssistantAnswer.model_validate(strict_json.loads(reply.content))
+        answer = AssistantAnswer.model_validate(strict_json.loads(reply.content))
     except ValueError as error:  # not JSON, or pydantic's ValidationError
         detail = _first_problem(error) if isinstance(error, ValidationError) else "a body that is not JSON"
         raise _assistant_error(f"answered {detail}") from None
+    if answer.handoff is None and not answer.response.strip():
+        # Nothing to say and no one to hand to: Twilio refuses an empty <Message>, a chat shows nothing.
+        raise _assistant_error("answered a blank `response` without a handoff")
+    return answer
 
 
 def _first_problem(error: ValidationError) -> str:

@@ -92,7 +92,8 @@ def chat_create(body: schemas.ChatCreateRequest):
         400: "`invalid_json`, `missing_conversation_id`, `invalid_message`.",
         404: "`conversation_not_found`.",
         409: "`conversation_handed_off`, `conversation_closed` or `not_a_chat`.",
-        502: "`assistant_error`: the assistant failed; the conversation stays open.",
+        502: "`assistant_error`: the assistant failed (or answered a blank response without a handoff); "
+        "the conversation stays open.",
     },
 )
 def chat_respond(body: schemas.ChatRespondRequest):
