@@ -165,6 +165,32 @@ def test_a_text_is_a_turn_of_the_customer_thread(client, session, twilio_api):
     assert {m.conversation_id for m in inbound} == {thread.id}
 
 
+def mms_params(body: str, *media: tuple[str, str]) -> dict:
+    params = inbound_params(body)
+    params["NumMedia"] = str(len(media))
+    for index, (content_type, url) in enumerate(media):
+        params[f"MediaUrl{index}"], params[f"MediaContentType{index}"] = url, content_type
+    return params
+
+
+def test_a_picture_without_words_is_a_turn_kept_in_the_transcript(client, session, twilio_api):
+    """It was refused as a blank message: answered with the outage apology and not kept."""
+    picture = "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1"
+    response = post_signed(client, "/sms/inbound", mms_params("", ("image/jpeg", picture)))
+    assert same_twiml(response.data, reply('Thanks for your message. To talk to a person, reply "agent".'))
+    lines = session.exec(select(ChatMessage).order_by(ChatMessage.id)).all()
+    assert [(line.role, line.text) for line in lines][0] == ("customer", f"[media image/jpeg: {picture}]")
+
+
+def test_a_caption_and_its_pictures_are_one_customer_line(client, session, twilio_api):
+    params = mms_params("my receipt", ("image/png", "https://api.twilio.com/ME1"), ("application/pdf", "https://api.twilio.com/ME2"))
+    post_signed(client, "/sms/inbound", params)
+    customer = session.exec(select(ChatMessage).where(ChatMessage.role == "customer")).one()
+    assert customer.text == (
+        "my receipt\n[media image/png: https://api.twilio.com/ME1]\n[media application/pdf: https://api.twilio.com/ME2]"
+    )
+
+
 def test_each_customer_number_has_its_own_thread(client, session, twilio_api):
     text_in(client, "hello")
     text_in(client, "hello", from_="+14155554321")

@@ -345,11 +345,28 @@ def keyword_of(body: str) -> Keyword | None:
 
 
 @dataclass(frozen=True)
+class Media:
+    """A picture or file sent with a text: Twilio keeps it, behind the account's credentials."""
+
+    url: str
+    content_type: str
+
+
+@dataclass(frozen=True)
 class InboundSms:
     sid: str
     from_number: str
     to_number: str
     body: str
+    media: tuple[Media, ...] = ()
+
+    @property
+    def text(self) -> str:
+        """The customer's line of the thread: the body, then a line per attachment, so a
+        picture sent without words is a turn like any other and an operator can find it."""
+        lines = [self.body] if self.body.strip() else []
+        lines += [f"[media {item.content_type or 'unknown type'}: {item.url}]" for item in self.media]
+        return "\n".join(lines)
 
 
 @dataclass
@@ -422,16 +439,16 @@ def _handle_inbound(session: Session, outbox: Outbox, route: NumberRoute, sms: I
     conversation = message_store.open_thread(session, project.key, sms.from_number, sms.to_number)
     message_store.link_message(session, sms.sid, conversation.id)
     if conversation.state is not None:
-        message_store.add_chat_message(session, conversation, role="customer", text=sms.body)
+        message_store.add_chat_message(session, conversation, role="customer", text=sms.text)
         log.info("SMS %s joins handed-off conversation %s; the agent answers, not us", sms.sid, conversation.id)
         return InboundResult(conversation=conversation)
     try:
-        turn = chat.respond(session, project, conversation, sms.body)
+        turn = chat.respond(session, project, conversation, sms.text)
     except GatewayError as error:
         log.warning("SMS conversation %s: %s; apologising", conversation.id, error.message)
         return InboundResult([chat.APOLOGY], conversation)
     if turn.handoff is not None:
-        notify_destination(session, outbox, project, conversation, turn.handoff, sender=sms.to_number, last_message=sms.body)
+        notify_destination(session, outbox, project, conversation, turn.handoff, sender=sms.to_number, last_message=sms.text)
     return InboundResult([turn.response], conversation)
 
 

@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("sms", __name__, url_prefix="/sms")
 
+#: Twilio takes at most 10 attachments on one MMS; a larger NumMedia is not one of its webhooks.
+MAX_MEDIA = 10
+
 
 def twiml(texts: list[str]) -> Response:
     return Response(current_gateway().renderer.messages(texts), 200, mimetype="text/xml")
@@ -37,13 +40,28 @@ def inbound() -> Response:
         return twiml([])
     # Text is the sender's to choose: what no database or TwiML can carry is dropped.
     sms = messaging.InboundSms(
-        sid=sid, from_number=xml_legal(form["From"]), to_number=to_number, body=xml_legal(form.get("Body", ""))
+        sid=sid,
+        from_number=xml_legal(form["From"]),
+        to_number=to_number,
+        body=xml_legal(form.get("Body", "")),
+        media=_media(form),
     )
     try:
         return twiml(messaging.handle_inbound(db(), outbox(), route, sms).replies)
     except call_records.DATABASE_ERRORS as error:
         _database_unavailable(error, f"SMS {sid} from {sms.from_number} was not handled")
         return twiml([])
+
+
+def _media(form) -> tuple[messaging.Media, ...]:
+    """The attachments of an MMS, as Twilio lists them (NumMedia, then MediaUrl0, MediaContentType0, ...)."""
+    count = form.get("NumMedia", "")
+    indexes = range(min(int(count), MAX_MEDIA) if count.isdigit() else 0)
+    return tuple(
+        messaging.Media(url=xml_legal(url), content_type=xml_legal(form.get(f"MediaContentType{index}", "")))
+        for index in indexes
+        if (url := form.get(f"MediaUrl{index}"))
+    )
 
 
 @bp.post("/status")
