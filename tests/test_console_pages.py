@@ -13,6 +13,7 @@ from gateway.storage import store
 from gateway.storage.models import Conversation, HandoffEvent
 from tests.console_support import PASSWORD_HASH, post_form, sign_in, text_of
 from tests.support import ACME, CONFIG_TOML, call_params, post_signed, same_twiml, twiml_root
+from tests.test_ops import samples
 
 MESSAGING_SERVICE = "MG" + "a" * 32
 
@@ -111,6 +112,16 @@ def test_route_test_makes_no_bypass_for_real_requests(operator, console_app, ses
     forged = post_signed(webhook, "/voice/call", call_params(), token="not-the-token")
     assert forged.status_code == 403
     assert count(session, Conversation) == 0
+
+
+def test_route_test_counts_in_no_metric(operator, console_app):
+    """Dashboards counted a handoff and a /voice/call for each test, though the call never was."""
+    before = samples(console_app.test_client())
+    assert "(200)" in text_of(post_form(operator, "/console/numbers/test", {"number": "+14155550199"}))
+    after = samples(console_app.test_client())
+    changed = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+    counted = {(name, dict(labels).get("route")) for name, labels in changed}
+    assert {name for name, route in counted if route not in ("/metrics", "/console/numbers/test")} == set(), counted
 
 
 def test_route_test_without_an_auth_token_says_why(make_app):

@@ -22,6 +22,9 @@ bp = Blueprint("ops", __name__)
 
 #: Requests that matched no URL rule share one label, so probes of random paths add no series.
 UNMATCHED_ROUTE = "unmatched"
+#: A WSGI environ key: a request carrying it counts in no metric (the console's simulated call,
+#: which is deleted afterwards, would otherwise show on dashboards as a handoff that never was).
+UNCOUNTED = "gateway.uncounted"
 
 
 def current_metrics() -> metrics.Metrics:
@@ -71,8 +74,11 @@ def _delivery_state() -> tuple[dict[str, int], float] | None:
 
 
 def _start_request(_app: Flask, **_extra) -> None:
-    g.request_timer = time.perf_counter()
     jsonlog.clear()
+    if request.environ.get(UNCOUNTED):
+        metrics.activate(None)
+        return
+    g.request_timer = time.perf_counter()
     metrics.activate(current_metrics())
 
 

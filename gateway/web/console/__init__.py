@@ -50,6 +50,7 @@ from gateway.handoffs.handoff import LIFECYCLE_STATES
 from gateway.infra.safe_text import is_storable
 from gateway.web import current_gateway, db
 from gateway.web.console import headers as console_headers
+from gateway.web.ops import UNCOUNTED
 from gateway.web.signature import public_base_url, simulated_call_form
 
 CONSOLE_PATH = "/console"
@@ -446,6 +447,7 @@ def simulate_call(to_number: str, from_number: str) -> tuple[int, str]:
 
     It runs in a fresh context, so the simulated request gets its own app context and database
     session exactly like a request from Twilio; nothing here skips or weakens the signature check.
+    It counts in no metric: the call it makes never happened.
     """
     token = current_gateway().settings.auth_token
     base = public_base_url()
@@ -461,6 +463,7 @@ def simulate_call(to_number: str, from_number: str) -> tuple[int, str]:
             base_url=base,
             data=params,
             headers={"X-Twilio-Signature": signature},
+            environ_overrides={UNCOUNTED: True},
         )
         return response.status_code, response.get_data(as_text=True)
     finally:
