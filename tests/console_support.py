@@ -28,10 +28,21 @@ def csrf_of(client) -> str:
         return session["csrf_token"]
 
 
+def project_of(client) -> str:
+    """The project this session's pages show (the config's first until one is chosen)."""
+    with client.session_transaction("/console/") as session:
+        chosen = session.get("project", "")
+    config = client.application.extensions["gateway"].config
+    return (config.project_by_key(chosen) or config.projects[0]).key
+
+
 def post_form(client, path: str, data=None, **kwargs):
-    """POST a console form with this session's CSRF token, as the browser would."""
+    """POST a console form with this session's CSRF token and, unless `data` names another, the
+    project of the page it came from, as the browser would."""
     data = list((data or {}).items()) if isinstance(data, dict) else list(data or [])
     data.append(("csrf_token", csrf_of(client)))
+    if "page_project" not in dict(data):
+        data.append(("page_project", project_of(client)))
     return client.post(path, data=MultiDict(data), **kwargs)
 
 

@@ -1,6 +1,7 @@
 """The operator console (SPEC §7): sign-in, sessions, CSRF, projects, Call Handoffs and Numbers."""
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -10,7 +11,7 @@ from sqlmodel import select
 from gateway.handoffs import catalog
 from gateway.storage.models import SignInFailure, StoredDestination
 from gateway.storage.sign_in_throttle import SignInThrottle
-from tests.console_support import PASSWORD, PASSWORD_HASH, field_error, post_form, sign_in, text_of
+from tests.console_support import PASSWORD, PASSWORD_HASH, csrf_of, field_error, post_form, sign_in, text_of
 from tests.support import ACME
 
 NEW_HANDOFF = "/console/handoffs/new"
@@ -350,6 +351,28 @@ def test_delete_removes_a_console_destination(operator, console_app, session):
     assert stored(console_app, session, "Sales") is None
     session.expire_all()
     assert session.exec(select(StoredDestination)).all() == []
+
+
+def test_a_form_from_one_projects_page_never_writes_to_the_project_switched_to_since(operator, console_app, session):
+    """The project lives in the session every tab shares: a Delete pressed on the first project's
+    page after another tab switched deleted the second project's destination of that name."""
+    support = "ws-globex/PROJECT-support"
+    post_form(operator, NEW_HANDOFF, {"name": "Sales", "method": "invite", "route": "+14155550111"})
+    page = operator.get("/console/handoffs").text
+    (page_project,) = set(re.findall(r'name="page_project" value="([^"]+)"', page))
+    assert page_project == ACME and "/console/handoffs/delete/Sales" in page
+    post_form(operator, "/console/project", {"project": support, "next": "/console/handoffs"})  # another tab
+    post_form(operator, NEW_HANDOFF, {"name": "Sales", "method": "invite", "route": "+14155550112"})
+
+    response = post_form(operator, "/console/handoffs/delete/Sales", {"page_project": page_project})
+    assert response.status_code == 409
+    assert f"This form came from project {ACME}, but this browser has switched to project {support}" in text_of(response)
+    config = console_app.extensions["gateway"].config
+    session.expire_all()
+    assert catalog.find(session, config.project_by_key(support), "Sales") is not None
+    assert stored(console_app, session, "Sales") is not None
+    no_project = operator.post("/console/handoffs/delete/Sales", data={"csrf_token": csrf_of(operator)})
+    assert no_project.status_code == 409 and "a page that does not say its project" in text_of(no_project)
 
 
 def test_config_destinations_cannot_be_edited_or_deleted(operator, console_app, session, config_path):

@@ -73,6 +73,10 @@ LIVE_SECONDS = 5
 #: Where `simulate` calls come from unless the operator says otherwise (a number Twilio never assigns).
 TEST_CALLER = "+15005550006"
 _PUBLIC_ENDPOINTS = {"console.sign_in", "console.static"}
+#: The POSTs that act on no project; every other form says which project's page it came from.
+_UNSCOPED_POSTS = {"console.sign_in", "console.sign_out", "console.switch_project"}
+#: The hidden field of every project-scoped form: the project of the page it was on.
+PAGE_PROJECT_FIELD = "page_project"
 _FORM_FIELDS = ("name", "description", "method", "route", "timeout", "utterance", "reason", "sip_headers")
 
 
@@ -179,7 +183,28 @@ def _guard():
     if session.get("operator") != _hash_fingerprint(password_hash):
         return redirect(url_for("console.sign_in", next=request.full_path.rstrip("?")))
     g.project = _current_project()
+    if request.method == "POST" and request.endpoint not in _UNSCOPED_POSTS:
+        return _refuse_if_another_projects_form()
     return None
+
+
+def _refuse_if_another_projects_form():
+    """A form acts on the project of its page, never on one the session switched to since (409).
+
+    The project lives in the session, which every tab shares: without this, a Delete pressed on
+    one project's page after another tab switched would delete the other project's namesake.
+    """
+    sent = request.form.get(PAGE_PROJECT_FIELD, "")
+    if sent == g.project.key:
+        return None
+    origin = f"project {sent}" if sent else "a page that does not say its project"
+    return render_template(
+        "console/error.html",
+        title="Project switched",
+        message=f"This form came from {origin}, but this browser has switched to project {g.project.key} "
+        "since (in another tab, perhaps). Nothing was changed. Reload the page to work on "
+        f"{g.project.key}, or switch back to the other project and try again.",
+    ), 409
 
 
 def _current_project() -> ProjectConfig:
