@@ -12,7 +12,8 @@ from typing import Iterator
 
 import click
 import requests
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlmodel import Session
 from twilio.request_validator import RequestValidator
 from werkzeug.security import generate_password_hash
@@ -69,13 +70,11 @@ def upgrade_database() -> None:
     A database made before migrations is adopted, its rows kept. Safe to run from several
     instances at once: one migrates, the others wait and find nothing left to do.
     """
-    engine = make_engine(_settings().database_url)
-    try:
-        revision = schema.upgrade(engine)
-    except schema.UpgradeRefused as refused:
-        raise click.ClickException(str(refused)) from refused
-    finally:
-        engine.dispose()
+    with _engine() as engine:
+        try:
+            revision = schema.upgrade(engine)
+        except schema.UpgradeRefused as refused:
+            raise click.ClickException(str(refused)) from refused
     click.echo(f"database at revision {revision}: {engine.url.render_as_string(hide_password=True)}")
 
 
@@ -252,17 +251,52 @@ def _project(config: GatewayConfig, account: str | None, project: str | None) ->
 @contextmanager
 def _database() -> Iterator[Session]:
     """A session on $GATEWAY_DATABASE_URL, its tables made if it is empty; exits 1 if it is behind."""
-    engine = make_engine(_settings().database_url)
-    try:
-        try:
-            schema.check(engine)
-        except schema.DatabaseBehind as error:
-            click.echo(str(error), err=True)
-            sys.exit(1)
+    with _engine() as engine:
+        schema.check(engine)
         with Session(engine) as session:
             yield session
-    finally:
-        engine.dispose()
+
+
+@contextmanager
+def _engine() -> Iterator[Engine]:
+    """An engine on $GATEWAY_DATABASE_URL for one command; a database it cannot use exits 1 with one line.
+
+    An operator with a wrong URL, a database that is down or a lock held too long needs what to
+    fix, not SQLAlchemy's traceback.
+    """
+    settings = _settings()
+    with _database_errors(settings.database_url):
+        engine = make_engine(settings.database_url, busy_timeout=settings.database_busy_timeout)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
+@contextmanager
+def _database_errors(database_url: str) -> Iterator[None]:
+    try:
+        yield
+    except schema.DatabaseBehind as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    except ArgumentError:
+        click.echo(
+            "GATEWAY_DATABASE_URL is not a database URL; write it like "
+            "postgresql://user:password@host/dbname or sqlite:///gateway.db",
+            err=True,
+        )
+        sys.exit(1)
+    except call_records.UNAVAILABLE as error:
+        shown = make_url(database_url).render_as_string(hide_password=True)
+        click.echo(f"cannot use the database at {shown}: {_first_line(error)}", err=True)
+        sys.exit(1)
+
+
+def _first_line(error: SQLAlchemyError) -> str:
+    """The driver's own message when there is one, without SQLAlchemy's wrapping and links."""
+    cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    return (str(cause).strip() or type(cause).__name__).splitlines()[0]
 
 
 @contextmanager
@@ -318,15 +352,13 @@ def replay_spool() -> None:
     settings = _settings()
     config = _config(None)
     spool = Spool(settings.spool_dir)
-    engine = make_engine(settings.database_url, busy_timeout=settings.database_busy_timeout)
-    try:
-        schema.check(engine)
-        applied = call_records.replay(spool, engine, config=config)
-    except call_records.UNAVAILABLE as error:
-        click.echo(f"the database is still unavailable; nothing more replayed: {error}", err=True)
-        sys.exit(1)
-    finally:
-        engine.dispose()
+    with _engine() as engine:
+        try:
+            schema.check(engine)
+            applied = call_records.replay(spool, engine, config=config)
+        except call_records.UNAVAILABLE as error:
+            click.echo(f"the database is still unavailable; nothing more replayed: {_first_line(error)}", err=True)
+            sys.exit(1)
     if applied is None:
         click.echo("another gateway process is replaying the spool right now", err=True)
         sys.exit(1)

@@ -1,6 +1,8 @@
 """The operator commands of `gateway`: hash-password, numbers, destinations (list, add, update, remove), simulate-call."""
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 from click.testing import CliRunner
 from werkzeug.security import check_password_hash
@@ -167,3 +169,60 @@ def test_simulate_call_to_nothing_says_it_could_not_reach_it(env, app):
     result = run(env, "simulate-call", "--to", "+14155550199", "--from", "+14155551234", "--url", f"{base_url}/voice/call")
     assert result.exit_code == 1
     assert f"could not reach {base_url}/voice/call" in result.stderr
+
+
+UNREACHABLE_SQLITE = "sqlite:////nonexistent-dir/sub/gateway.db"
+DATABASE_COMMANDS = [
+    ["db", "upgrade"],
+    ["init-db"],
+    ["destinations"],
+    ["destinations", "add", "Sales", "--account", "acme", "--project", "frontdesk", "--route", "+14155550111"],
+    ["destinations", "update", "Sales", "--account", "acme", "--project", "frontdesk", "--timeout", "30"],
+    ["destinations", "remove", "Sales", "--account", "acme", "--project", "frontdesk"],
+    ["api-key", "create", "--account", "acme", "--project", "frontdesk"],
+    ["events", "list"],
+    ["replay-spool"],
+]
+
+
+def failure(env, *args):
+    """As an operator runs it: an uncaught exception would show as result.exception, not SystemExit."""
+    result = CliRunner().invoke(main, list(args), env=env)
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), f"traceback: {result.exception!r}"
+    assert "Traceback" not in result.output
+    return result.stderr
+
+
+@pytest.mark.parametrize("args", DATABASE_COMMANDS, ids=" ".join)
+def test_a_database_that_cannot_be_opened_is_one_line(config_path, tmp_path, args):
+    env = {"GATEWAY_CONFIG": str(config_path), "GATEWAY_DATABASE_URL": UNREACHABLE_SQLITE,
+           "GATEWAY_SPOOL_DIR": str(tmp_path / "spool")}
+    stderr = failure(env, *args)
+    assert "unable to open database file" in stderr
+    assert "sqlalche.me" not in stderr
+
+
+def test_an_unreachable_postgresql_is_named_without_its_password(config_path):
+    env = {"GATEWAY_CONFIG": str(config_path), "GATEWAY_DATABASE_URL": "postgresql://ops:s3cret-pw@127.0.0.1:1/gateway"}
+    stderr = failure(env, "destinations")
+    assert stderr.startswith("cannot use the database at postgresql+psycopg://ops:***@127.0.0.1:1/gateway: ")
+    assert "s3cret-pw" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_a_database_url_that_is_not_one_says_how_to_write_it(config_path):
+    env = {"GATEWAY_CONFIG": str(config_path), "GATEWAY_DATABASE_URL": "gateway.db"}
+    assert "GATEWAY_DATABASE_URL is not a database URL" in failure(env, "db", "upgrade")
+
+
+def test_db_upgrade_of_a_locked_sqlite_file_is_one_line(config_path, tmp_path):
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        env = {"GATEWAY_CONFIG": str(config_path), "GATEWAY_DATABASE_URL": f"sqlite:///{path}",
+               "GATEWAY_DATABASE_BUSY_TIMEOUT": "0.2"}
+        assert "database is locked" in failure(env, "db", "upgrade")
+    finally:
+        holder.close()
