@@ -370,7 +370,7 @@ def replay_spool() -> None:
 
 
 @main.command("deliver")
-@click.option("--once", is_flag=True, help="one pass (publish, queue, send what is due), then exit")
+@click.option("--once", is_flag=True, help="one pass (publish, queue, send what is due), then exit; exits 1 if the database cannot be used")
 @click.option(
     "--first-retry",
     type=click.FloatRange(0.01, 3600),
@@ -387,26 +387,24 @@ def deliver_events(once: bool, first_retry: float) -> None:
         click.echo(str(error), err=True)
         sys.exit(1)
     configure_logging(settings.auth_token)  # JSON lines, as the web processes write
-    engine = make_engine(settings.database_url, busy_timeout=settings.database_busy_timeout)
-    worker = deliver.Deliverer(engine, config, signing, backoff_base=first_retry)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     click.echo(f"delivering events to {len(signing)} subscription(s); stop with Ctrl-C or SIGTERM", err=True)
-    try:
+    with _engine() as engine:
+        worker = deliver.Deliverer(engine, config, signing, backoff_base=first_retry)
+        if once:  # a cron or CI job: a database it cannot use ends it with status 1
+            schema.check(engine)
+            worker.run_once()
+            return
         while not stop.is_set():  # the database may be down at start: wait for it
             try:
                 schema.check(engine)  # the web process migrates; the worker waits for head
                 break
             except SQLAlchemyError as error:
-                click.echo(f"database unavailable, retrying: {str(error).splitlines()[0]}", err=True)
+                click.echo(f"database unavailable, retrying: {_first_line(error)}", err=True)
                 stop.wait(deliver.DATABASE_RETRY_SECONDS)
-        if once:
-            worker.run_once()
-        else:
-            worker.run(stop)
-    finally:
-        engine.dispose()
+        worker.run(stop)
 
 
 @main.group("events")

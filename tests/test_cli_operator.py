@@ -1,7 +1,11 @@
 """The operator commands of `gateway`: hash-password, numbers, destinations (list, add, update, remove), simulate-call."""
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -226,3 +230,18 @@ def test_db_upgrade_of_a_locked_sqlite_file_is_one_line(config_path, tmp_path):
         assert "database is locked" in failure(env, "db", "upgrade")
     finally:
         holder.close()
+
+
+def test_deliver_once_exits_when_the_database_is_unreachable(config_path):
+    """A cron or CI job runs `deliver --once`; it must end, not wait for the database like the worker."""
+    env = {**os.environ, "GATEWAY_CONFIG": str(config_path), "GATEWAY_DATABASE_URL": UNREACHABLE_SQLITE}
+    try:
+        finished = subprocess.run(
+            [sys.executable, "-c", "from gateway.cli import main; main()", "deliver", "--once"],
+            cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True, timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("`gateway deliver --once` was still running after 30 s")
+    assert finished.returncode == 1
+    assert "cannot use the database at sqlite:////nonexistent-dir/sub/gateway.db: unable to open database file" in finished.stderr
+    assert "Traceback" not in finished.stderr
