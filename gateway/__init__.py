@@ -10,7 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.config.file import load_config
 from gateway.runtime import Gateway
-from gateway.settings import Settings
+from gateway.settings import Settings, load_settings
 from gateway.voice.spool import Spool
 from gateway.voice.call_records import DATABASE_ERRORS
 from gateway.storage.store import make_engine
@@ -38,11 +38,12 @@ MAX_REQUEST_BYTES = 256 * 1024
 def create_app(settings: Settings | None = None) -> Flask:
     """Build a gateway: settings read once, config checked, engine and templates made once.
 
-    A bad config file raises ConfigError, which exits with its one line rather than a traceback.
+    A bad setting or config file raises SettingsError or ConfigError, which exit with their lines
+    rather than a traceback.
     A database that is down does not stop it: calls fail open and /readyz says why until the
     database answers, and the tables are made then.
     """
-    settings = settings or Settings()
+    settings = settings or load_settings()
     configure_logging(settings.auth_token)
     config = load_config(settings.config_path)
     engine = make_engine(settings.database_url, busy_timeout=settings.database_busy_timeout)

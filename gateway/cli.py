@@ -24,7 +24,7 @@ from gateway.storage import project_store, schema
 from gateway.voice import call_records
 from gateway.config.file import ConfigError, GatewayConfig, ProjectConfig, hash_api_key, load_config
 from gateway.errors import GatewayError
-from gateway.settings import Settings
+from gateway.settings import Settings, SettingsError, load_settings
 from gateway.voice.spool import Spool
 from gateway.storage.store import make_engine
 from gateway.web.logcontext import configure_logging
@@ -35,7 +35,11 @@ MIN_PASSWORD_LENGTH = 8
 
 
 def _settings() -> Settings:
-    return Settings()
+    try:
+        return load_settings()
+    except SettingsError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
 
 
 def _config(path: str | None) -> GatewayConfig:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -56,7 +56,7 @@ class Settings(BaseSettings):
         if url is None or not url.strip():
             return None
         if not url.startswith(("http://", "https://")):
-            raise ValueError("GATEWAY_PUBLIC_URL must start with https:// (or http://)")
+            raise ValueError("must start with https:// (or http://), like https://gateway.example.com")
         return url.rstrip("/")
 
     @property
@@ -69,3 +69,26 @@ class Settings(BaseSettings):
         if self.twilio_auth_token is None or not self.twilio_auth_token.get_secret_value().strip():
             return None
         return self.twilio_auth_token.get_secret_value()
+
+
+class SettingsError(SystemExit):
+    """Bad settings, one line each: `VARIABLE: what is wrong`.
+
+    A SystemExit, as ConfigError is: left uncaught (gunicorn importing app.py) the process
+    stops with those lines and status 1, not pydantic's traceback.
+    """
+
+    def __str__(self) -> str:
+        return str(self.code)
+
+
+def load_settings() -> Settings:
+    """The settings from the environment and .env, or SettingsError naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        lines = (
+            f"{'.'.join(map(str, problem['loc']))}: {problem['msg'].removeprefix('Value error, ')}"
+            for problem in error.errors()
+        )
+        raise SettingsError("\n".join(lines)) from None

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from werkzeug.security import check_password_hash
 
+from gateway import create_app
 from gateway.storage import store
 from gateway.cli import main
 from tests.console_support import PASSWORD_HASH, post_form, serve, sign_in
@@ -245,3 +246,28 @@ def test_deliver_once_exits_when_the_database_is_unreachable(config_path):
     assert finished.returncode == 1
     assert "cannot use the database at sqlite:////nonexistent-dir/sub/gateway.db: unable to open database file" in finished.stderr
     assert "Traceback" not in finished.stderr
+
+
+@pytest.mark.parametrize(
+    "variable,value,message",
+    [
+        ("GATEWAY_PUBLIC_URL", "gateway.example.com", "GATEWAY_PUBLIC_URL: must start with https:// (or http://)"),
+        ("GATEWAY_TRUSTED_PROXIES", "one", "GATEWAY_TRUSTED_PROXIES: Input should be a valid integer"),
+    ],
+)
+def test_a_bad_setting_names_the_variable_not_a_traceback(config_path, variable, value, message):
+    stderr = failure({"GATEWAY_CONFIG": str(config_path), variable: value}, "numbers")
+    assert stderr.startswith(message)
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_the_app_with_a_bad_setting_stops_with_the_line_gunicorn_prints(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.setenv("GATEWAY_PUBLIC_URL", "gateway.example.com")
+    monkeypatch.setenv("GATEWAY_TRUSTED_PROXIES", "11")
+    with pytest.raises(SystemExit) as stopped:
+        create_app()
+    assert stopped.value.code == (
+        "GATEWAY_PUBLIC_URL: must start with https:// (or http://), like https://gateway.example.com\n"
+        "GATEWAY_TRUSTED_PROXIES: Input should be less than or equal to 10"
+    )

@@ -14,6 +14,7 @@ from tests.support import ACME, CONFIG_KEY
 #: Exceptions that never become a response: each is handled where it is raised.
 INTERNAL = {
     "gateway.config.file.ConfigError",  # stops start-up with its one line
+    "gateway.settings.SettingsError",  # stops start-up with a line per bad variable
     "gateway.handoffs.handoff.TransitionError",  # a race the core resolves itself
     "gateway.voice.spool.RecordRejected",  # a spool record set aside
     "gateway.voice.spool.ReplayUnfinished",  # a new call goes on, a callback fails open
