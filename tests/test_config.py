@@ -120,6 +120,26 @@ def test_a_missing_file_is_one_line(tmp_path):
         load_config(tmp_path / "absent.toml")
 
 
+def test_a_file_that_is_not_utf8_is_one_line_naming_where(tmp_path):
+    """Saved as Latin-1 (a Windows editor): the line and byte to look at, and what to save it as."""
+    path = tmp_path / "gateway.toml"
+    path.write_bytes(CONFIG_TOML.replace('description = "Operators"', 'description = "Caf\u00e9 desk"').encode("latin-1"))
+    offset = CONFIG_TOML.index("Operators") + len("Caf")
+    line = CONFIG_TOML.count("\n", 0, offset) + 1
+    expected = f"{path}: line {line} (byte {offset}): not UTF-8 text; save the file as UTF-8"
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value) == expected
+    result = CliRunner().invoke(main, ["check-config", str(path)])
+    assert (result.exit_code, result.output) == (1, expected + "\n")
+
+
+def test_a_file_saved_with_a_utf8_byte_order_mark_loads(tmp_path):
+    path = tmp_path / "gateway.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + CONFIG_TOML.encode("utf-8"))
+    assert load_config(path).find_project("acme", "frontdesk") is not None
+
+
 def test_check_config_prints_the_same_line_and_exits_1(tmp_path):
     path = write(tmp_path, CONFIG_TOML.replace('destination = "SBC"', 'destination = "Nope"'))
     result = CliRunner().invoke(main, ["check-config", str(path)])

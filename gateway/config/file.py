@@ -239,9 +239,16 @@ def load_config(path: Path | str) -> GatewayConfig:
     """Read and check the file, or raise ConfigError with the one line to show."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the file ({error.strerror or error})") from None
+    try:
+        text = data.decode("utf-8-sig")  # editors that save "UTF-8 with BOM" mean UTF-8 too
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigError(
+            f"{path}: line {line} (byte {error.start}): not UTF-8 text; save the file as UTF-8"
+        ) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
