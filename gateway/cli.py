@@ -5,6 +5,7 @@ import secrets
 import signal
 import sys
 import threading
+import unicodedata
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -21,6 +22,7 @@ from werkzeug.security import generate_password_hash
 from gateway.events import deliver, deliveries
 from gateway.handoffs import catalog
 from gateway.storage import project_store, schema
+from gateway.storage.models import API_KEY_LABEL_MAX
 from gateway.voice import call_records
 from gateway.config.file import ConfigError, GatewayConfig, ProjectConfig, hash_api_key, load_config
 from gateway.errors import GatewayError
@@ -100,10 +102,22 @@ def api_key() -> None:
     """Manage API keys for the /v1 API."""
 
 
+def _storable_label(_context: click.Context, _parameter: click.Parameter, label: str | None) -> str | None:
+    """Checked here, as the column is VARCHAR and PostgreSQL takes no NUL: not a DataError later."""
+    if label is None:
+        return None
+    if len(label) > API_KEY_LABEL_MAX:
+        raise click.BadParameter(f"at most {API_KEY_LABEL_MAX} characters, not {len(label)}")
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in label):
+        raise click.BadParameter("use printable characters only (no control characters)")
+    return label
+
+
 @api_key.command("create")
 @click.option("--account", required=True, help="account_id, prefixed (ws-acme) or slug (acme)")
 @click.option("--project", required=True, help="project_id, prefixed (PROJECT-x) or slug (x)")
-@click.option("--label", default=None, help="a note to recognise the key by")
+@click.option("--label", default=None, callback=_storable_label,
+              help=f"a note to recognise the key by (up to {API_KEY_LABEL_MAX} characters)")
 def create_api_key(account: str, project: str, label: str | None) -> None:
     """Make a key for one project, print it once, and store only its sha256."""
     project_config = _project(_config(None), account, project)

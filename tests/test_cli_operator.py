@@ -271,3 +271,24 @@ def test_the_app_with_a_bad_setting_stops_with_the_line_gunicorn_prints(monkeypa
         "GATEWAY_PUBLIC_URL: must start with https:// (or http://), like https://gateway.example.com\n"
         "GATEWAY_TRUSTED_PROXIES: Input should be less than or equal to 10"
     )
+
+
+@pytest.mark.parametrize(
+    "label,problem",
+    [("x" * 101, "at most 100 characters, not 101"), ("night\x00shift", "no control characters"),
+     ("night\tshift", "no control characters")],
+    ids=["101-chars", "nul", "tab"],
+)
+def test_api_key_label_the_database_cannot_store_is_refused_first(env, label, problem):
+    result = CliRunner().invoke(
+        main, ["api-key", "create", "--account", "acme", "--project", "frontdesk", "--label", label], env=env
+    )
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--label'" in result.stderr and problem in result.stderr
+    assert "hgw_" not in result.stdout
+
+
+def test_api_key_label_of_100_characters_is_stored(env):
+    result = run(env, "api-key", "create", "--account", "acme", "--project", "frontdesk", "--label", "é" * 100)
+    assert result.exit_code == 0
+    assert result.stdout.startswith("hgw_")

@@ -108,6 +108,10 @@ class StoredDestination(SQLModel, table=True):
     updated_at: datetime = _timestamp()
 
 
+#: The label column's width (`gateway api-key create --label` checks it before storing).
+API_KEY_LABEL_MAX = 100
+
+
 class ApiKey(SQLModel, table=True):
     """An API key made by the CLI; only its sha256 is kept."""
 
@@ -116,7 +120,7 @@ class ApiKey(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     project_key: str = Field(index=True, max_length=200)
     key_sha256: str = Field(unique=True, max_length=64)
-    label: str | None = Field(default=None, max_length=100)
+    label: str | None = Field(default=None, max_length=API_KEY_LABEL_MAX)
     created_at: datetime = _timestamp()
 
 
