@@ -169,7 +169,15 @@ def destinations(context: click.Context, account: str | None, project: str | Non
     if context.invoked_subcommand is not None:
         return
     config = _config(None)
-    projects = [_project(config, account, project)] if account or project else config.projects
+    if project:
+        projects = [_project(config, account, project)]
+    elif account:
+        projects = [p for p in config.projects if account in (p.account_id, p.account_slug)]
+        if not projects:
+            click.echo(f"no account {account} in {config.path}", err=True)
+            sys.exit(1)
+    else:
+        projects = config.projects
     with _database() as session:
         for project_config in projects:
             click.echo(project_config.key)

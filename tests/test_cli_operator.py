@@ -83,6 +83,18 @@ def test_destinations_lists_both_sources(env, make_app, config_path):
     assert "ws-globex/PROJECT-support" in everything.stdout and "Sales" in everything.stdout
 
 
+def test_destinations_of_one_account_lists_each_of_its_projects(env):
+    result = run(env, "destinations", "--account", "initech")
+    assert result.exit_code == 0, result.output
+    projects = [line for line in result.stdout.splitlines() if not line.startswith(" ")]
+    assert projects == ["ws-initech/PROJECT-texting", "ws-initech/PROJECT-bot"]
+
+    unknown = run(env, "destinations", "--account", "nobody")
+    assert (unknown.exit_code, unknown.stderr.split(" in ")[0]) == (1, "no account nobody")
+    alone = run(env, "destinations", "--project", "frontdesk")
+    assert (alone.exit_code, alone.stderr) == (2, "give both --account and --project\n")
+
+
 def test_destinations_of_an_unknown_project(env):
     result = run(env, "destinations", "--account", "nobody", "--project", "x")
     assert result.exit_code == 1
