@@ -207,6 +207,13 @@ number = "+18885550499"
 destination = "Agents"
 """
 
+#: The same with a file destination "sales" first in acme/frontdesk (a name a stored "Sales" may hold).
+CONFIG_WITH_SALES = CONFIG_TOML.replace(
+    "[[projects.destinations]]",
+    '[[projects.destinations]]\nname = "sales"\nmethod = "invite"\nroute = "+14155550112"\n\n[[projects.destinations]]',
+    1,
+)
+
 
 def sign(url: str, params: dict, token: str = AUTH_TOKEN) -> str:
     """The X-Twilio-Signature Twilio would send, computed by twilio's own validator."""

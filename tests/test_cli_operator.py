@@ -15,7 +15,7 @@ from gateway import create_app
 from gateway.storage import store
 from gateway.cli import main
 from tests.console_support import PASSWORD_HASH, post_form, serve, sign_in
-from tests.support import AUTH_TOKEN, CONFIG_KEY, twiml_root
+from tests.support import AUTH_TOKEN, CONFIG_KEY, CONFIG_WITH_SALES, twiml_root
 
 
 @pytest.fixture
@@ -93,6 +93,22 @@ def test_destinations_of_one_account_lists_each_of_its_projects(env):
     assert (unknown.exit_code, unknown.stderr.split(" in ")[0]) == (1, "no account nobody")
     alone = run(env, "destinations", "--project", "frontdesk")
     assert (alone.exit_code, alone.stderr) == (2, "give both --account and --project\n")
+
+
+def test_a_stored_destination_the_file_took_the_name_of_is_marked_and_removable(env, config_path):
+    project = ("--account", "acme", "--project", "frontdesk")
+    assert run(env, "destinations", "add", "Sales", *project, "--method", "invite", "--route", "+14155550111").exit_code == 0
+    config_path.write_text(CONFIG_WITH_SALES)
+    lines = run(env, "destinations", *project).stdout.splitlines()
+    assert f"  sales  invite +14155550112  [config {config_path}]" in lines
+    assert ("  Sales  invite +14155550111  [database; unused, the config file's takes this name: "
+            "`destinations remove` removes this one]") in lines
+
+    removed = run(env, "destinations", "remove", "Sales", *project)
+    assert (removed.exit_code, removed.stdout) == (0, "removed Sales from ws-acme/PROJECT-frontdesk\n")
+    assert [line for line in run(env, "destinations", *project).stdout.splitlines() if "Sales" in line or "sales" in line] == [
+        f"  sales  invite +14155550112  [config {config_path}]"
+    ]
 
 
 def test_destinations_of_an_unknown_project(env):

@@ -7,7 +7,7 @@ from sqlmodel import select
 
 from gateway.config.file import ConfigError, load_config
 from gateway.storage.models import StoredDestination
-from tests.support import ACME, CONFIG_KEY, CONFIG_TOML
+from tests.support import ACME, CONFIG_KEY, CONFIG_TOML, CONFIG_WITH_SALES
 
 BASE = "/v1/ws-acme/PROJECT-frontdesk/handoff_destinations"
 KEY = {"x-api-key": CONFIG_KEY}
@@ -68,6 +68,18 @@ def test_a_rename_onto_another_name_in_another_case_is_refused(client, session):
 def test_a_config_destination_is_managed_by_config_in_any_case(client):
     response = client.patch(f"{BASE}/front%20DESK", json={"timeout": 30}, headers=KEY)
     assert error_of(response)[:2] == (409, "managed_by_config")
+
+
+def test_a_stored_destination_the_file_took_the_name_of_can_still_be_deleted(client, session, make_app, config_path):
+    """The file's entry wins the name; deleting it removes the stored one, which nothing else could."""
+    assert create(client, "Sales").status_code == 201
+    config_path.write_text(CONFIG_WITH_SALES)
+    restarted = make_app().test_client()
+    assert restarted.get(f"{BASE}/Sales", headers=KEY).get_json()["route"] == "+14155550112"
+    assert restarted.delete(f"{BASE}/Sales", headers=KEY).status_code == 204
+    assert stored_names(session) == []
+    assert error_of(restarted.delete(f"{BASE}/Sales", headers=KEY))[:2] == (409, "managed_by_config")
+    assert restarted.get(f"{BASE}/Sales", headers=KEY).get_json()["route"] == "+14155550112"
 
 
 def test_the_database_itself_refuses_two_names_that_differ_only_in_case(app, session):

@@ -84,7 +84,13 @@ def update(session: Session, project: ProjectConfig, name: str, changes: dict) -
 
 
 def delete(session: Session, project: ProjectConfig, name: str) -> None:
-    project_store.remove_destination(session, _writable(session, project, name))
+    """A stored destination is removed even when the file has since taken its name.
+
+    The file's entry then shadows it (`find` answers the file's), and removing the stored one is
+    the only way to end the clash without taking the file entry out again.
+    """
+    row = project_store.stored_destination(session, project.key, name) or _writable(session, project, name)
+    project_store.remove_destination(session, row)
 
 
 def _writable(session: Session, project: ProjectConfig, name: str) -> StoredDestination:
