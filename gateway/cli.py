@@ -359,6 +359,7 @@ def simulate_call(to_number: str, from_number: str, url: str | None) -> None:
         sys.exit(1)
     params = simulated_call_form(account_sid=settings.twilio_account_sid, from_number=from_number, to_number=to_number)
     signature = RequestValidator(settings.auth_token).compute_signature(url, params)
+    click.echo(f"POST {url}", err=True)  # GATEWAY_PUBLIC_URL may name production: say so before the call
     try:
         response = requests.post(url, data=params, headers={"X-Twilio-Signature": signature}, timeout=15)
     except requests.RequestException as error:

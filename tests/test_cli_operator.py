@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import responses
 from click.testing import CliRunner
 from werkzeug.security import check_password_hash
 
@@ -175,11 +176,23 @@ def test_simulate_call_prints_the_twiml_of_a_live_gateway(env, app, session):
     root = twiml_root(result.stdout)
     assert root.find("Say").text == "Let me transfer you to someone who can help."
     assert root.find("Dial/Number").text == "+14155550100"
-    assert result.stderr.startswith("200 for CallSid CA")
-    call_sid = result.stderr.split()[3]
+    posted, status = result.stderr.splitlines()[:2]
+    assert posted == f"POST {base_url}/voice/call"
+    assert status.startswith("200 for CallSid CA")
+    call_sid = status.split()[3]
     session.expire_all()
     recorded = store.conversation_by_call_sid(session, call_sid)
     assert (recorded.from_number, recorded.state) == ("+14155551234", "handoff_initiated")
+
+
+@responses.activate
+def test_simulate_call_without_url_says_it_posts_to_the_public_url_first(env):
+    responses.add(responses.POST, "https://gateway.example.com/voice/call", body="<Response/>", status=200)
+    result = run({**env, "GATEWAY_PUBLIC_URL": "https://gateway.example.com"},
+                 "simulate-call", "--to", "+14155550199", "--from", "+14155551234")
+    assert result.exit_code == 0
+    assert result.stderr.splitlines()[0] == "POST https://gateway.example.com/voice/call"
+    assert [call.request.url for call in responses.calls] == ["https://gateway.example.com/voice/call"]
 
 
 def test_simulate_call_with_the_wrong_token_shows_the_403(env, app):
