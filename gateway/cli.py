@@ -444,8 +444,8 @@ def events_group() -> None:
 
 
 @events_group.command("list")
-@click.option("--account", default=None, help="only this account (ws-acme or acme); needs --project")
-@click.option("--project", default=None, help="only this project (PROJECT-x or x)")
+@click.option("--account", default=None, help="with --project: only this project (ws-acme or acme)")
+@click.option("--project", default=None, help="with --account: only this project (PROJECT-x or x)")
 @click.option("--status", type=click.Choice(deliveries.STATUSES), default=None, help="only deliveries in this state")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 def list_deliveries(account: str | None, project: str | None, status: str | None, limit: int) -> None:
