@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import random
+import socket
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -115,6 +117,41 @@ def test_a_receiver_that_hangs_times_out_and_the_event_is_retried(subscribed, re
     receiver.delay = 0.0
     run_until(deliverer, lambda: all(d.status == "delivered" for d in deliveries_of(subscribed)))
     assert {item.headers["webhook-id"] for item in receiver.received} == {event["id"] for event in feed_items(subscribed)}
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_answer_timeout(make_app, config_path):
+    """requests' read timeout is per socket read: an answer sent a byte at a time never hit it,
+    and the worker held the delivery's row lock for as long as the receiver liked."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def trickle():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            until = time.monotonic() + 5.0
+            try:
+                while time.monotonic() < until and not done.wait(0.1):
+                    conn.sendall(b"a")
+                conn.sendall(b"\r\nContent-Length: 0\r\n\r\n")
+            except OSError:
+                pass  # cut off
+
+    threading.Thread(target=trickle, daemon=True).start()
+    subscribe(config_path, f"http://127.0.0.1:{listener.getsockname()[1]}/hooks/handoff")
+    app = make_app()
+    call_with_fallback(app.test_client(), CALL_SID)
+    started = time.monotonic()
+    try:
+        worker(app, timeout=(1.0, 0.5), backoff_base=60.0).run_once()
+    finally:
+        done.set()
+        listener.close()
+    assert time.monotonic() - started < 3.0, "one send held the worker past its answer timeout"
+    first = deliveries_of(app)[0]
+    assert (first.status, first.attempts, first.last_status_code) == ("pending", 1, None)
+    assert "timed out" in first.last_error
 
 
 def test_retries_stop_after_the_horizon_with_the_reason(subscribed, receiver):

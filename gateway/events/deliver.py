@@ -26,12 +26,14 @@ from standardwebhooks.webhooks import Webhook
 
 from gateway.events import deliveries, journal
 from gateway.config.file import GatewayConfig
+from gateway.infra import deadline_http
 from gateway.storage.models import EventDelivery, PublishedEvent, utcnow
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "HandoffGateway-Events/1"
-#: (connect, read) seconds: a receiver that hangs costs one worker this long, then it retries.
+#: (connect, answer) seconds: a receiver that hangs, or trickles its answer, costs one worker
+#: at most this long, then it retries. The answer's limit is for all of it, not per socket read.
 HTTP_TIMEOUT = (3.05, 10.0)
 #: Retries stop this long after an event was queued for a subscription (Standard Webhooks receivers expect about a day).
 RETRY_HORIZON = timedelta(hours=24)
@@ -154,8 +156,6 @@ class Deliverer:
     ) -> None:
         self.engine, self.config, self.signing = engine, config, signing
         self.backoff_base, self.timeout, self.horizon, self.poll_seconds = backoff_base, timeout, horizon, poll_seconds
-        self.http = requests.Session()
-        self.http.headers["User-Agent"] = USER_AGENT
         self.rng = random.Random()
         self.project_keys = [project.key for project in config.projects]
 
@@ -205,9 +205,12 @@ class Deliverer:
             "webhook-timestamp": str(int(now.timestamp())),
             "webhook-signature": signer.sign(event.event_id, now, event.body),
             "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
         }
         try:
-            response = self.http.post(url, data=event.body.encode(), headers=headers, timeout=self.timeout, allow_redirects=False)
+            response = deadline_http.post(
+                url, data=event.body.encode(), headers=headers, connect_seconds=self.timeout[0], answer_seconds=self.timeout[1]
+            )
         except requests.Timeout:
             return Answer(None, f"timed out after {self.timeout[1]:.0f} s")
         except requests.ConnectionError as error:
