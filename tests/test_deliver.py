@@ -119,39 +119,84 @@ def test_a_receiver_that_hangs_times_out_and_the_event_is_retried(subscribed, re
     assert {item.headers["webhook-id"] for item in receiver.received} == {event["id"] for event in feed_items(subscribed)}
 
 
-def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_answer_timeout(make_app, config_path):
-    """requests' read timeout is per socket read: an answer sent a byte at a time never hit it,
-    and the worker held the delivery's row lock for as long as the receiver liked."""
+@pytest.fixture
+def raw_receiver():
+    """Start a loopback receiver that reads each request, then runs `answer(conn, done)` on its socket; its URL."""
     listener = socket.create_server(("127.0.0.1", 0))
     done = threading.Event()
 
-    def trickle():
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-            until = time.monotonic() + 5.0
-            try:
-                while time.monotonic() < until and not done.wait(0.1):
-                    conn.sendall(b"a")
-                conn.sendall(b"\r\nContent-Length: 0\r\n\r\n")
-            except OSError:
-                pass  # cut off
+    def start(answer) -> str:
+        def serve():
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return  # closed: the test is over
+                with conn:
+                    conn.recv(65536)
+                    try:
+                        answer(conn, done)
+                    except OSError:
+                        pass  # the worker hung up
 
-    threading.Thread(target=trickle, daemon=True).start()
-    subscribe(config_path, f"http://127.0.0.1:{listener.getsockname()[1]}/hooks/handoff")
+        threading.Thread(target=serve, daemon=True).start()
+        return f"http://127.0.0.1:{listener.getsockname()[1]}/hooks/handoff"
+
+    yield start
+    done.set()
+    listener.close()
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_answer_timeout(make_app, config_path, raw_receiver):
+    """requests' read timeout is per socket read: an answer sent a byte at a time never hit it,
+    and the worker held the delivery's row lock for as long as the receiver liked."""
+
+    def trickle(conn, done):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        until = time.monotonic() + 5.0
+        while time.monotonic() < until and not done.wait(0.1):
+            conn.sendall(b"a")
+        conn.sendall(b"\r\nContent-Length: 0\r\n\r\n")
+
+    subscribe(config_path, raw_receiver(trickle))
     app = make_app()
     call_with_fallback(app.test_client(), CALL_SID)
     started = time.monotonic()
-    try:
-        worker(app, timeout=(1.0, 0.5), backoff_base=60.0).run_once()
-    finally:
-        done.set()
-        listener.close()
+    worker(app, timeout=(1.0, 0.5), backoff_base=60.0).run_once()
     assert time.monotonic() - started < 3.0, "one send held the worker past its answer timeout"
     first = deliveries_of(app)[0]
     assert (first.status, first.attempts, first.last_status_code) == ("pending", 1, None)
     assert "timed out" in first.last_error
+
+
+def test_a_retry_after_the_worker_cannot_read_is_ignored_and_the_worker_goes_on(make_app, config_path, raw_receiver):
+    """Retry-After: b'\\xb2' reads as '²', which str.isdigit() took and float() refused: the error
+    ended the worker, and ended it again after each restart, on the same delivery."""
+
+    def unavailable(conn, _done):
+        conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: \xb2\r\nContent-Length: 0\r\n\r\n")
+
+    subscribe(config_path, raw_receiver(unavailable))
+    app = make_app()
+    call_with_fallback(app.test_client(), CALL_SID)
+    stop, errors = threading.Event(), []
+
+    def run():
+        try:
+            worker(app).run(stop)
+        except Exception as error:  # noqa: BLE001 - what the test looks for
+            errors.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert wait_for(lambda: errors or any(d.attempts >= 2 for d in deliveries_of(app)), timeout=10)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert errors == []
+    first = deliveries_of(app)[0]
+    assert (first.status, first.last_status_code, first.last_error) == ("pending", 503, "answered 503 Service Unavailable")
 
 
 def test_retries_stop_after_the_horizon_with_the_reason(subscribed, receiver):
@@ -221,3 +266,4 @@ def test_backoff_doubles_with_jitter_up_to_an_hour():
     assert deliver.retry_after_seconds("120", now) == 120
     assert deliver.retry_after_seconds("Wed, 02 Dec 2026 15:01:30 GMT", now) == 90
     assert deliver.retry_after_seconds("soon", now) is None
+    assert deliver.retry_after_seconds("\u00b2", now) is None

@@ -123,7 +123,7 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() alone takes '²' (a header byte 0xB2), which float() refuses
         return float(value)
     try:
         moment = parsedate_to_datetime(value)
@@ -191,8 +191,15 @@ class Deliverer:
             if claimed is None:
                 session.rollback()
                 return False
-            answer = self._post(claimed.event, self.signing.get((claimed.subscription.project_key, claimed.subscription.url)), claimed.subscription.url)
-            self._record(session, claimed.delivery, answer)
+            try:
+                answer = self._post(claimed.event, self.signing.get((claimed.subscription.project_key, claimed.subscription.url)), claimed.subscription.url)
+                self._record(session, claimed.delivery, answer)
+            except SQLAlchemyError:
+                raise  # the database's trouble, not this delivery's: run() waits it out
+            except Exception as error:  # noqa: BLE001 - one odd answer must not stop every delivery
+                # Uncaught, it would end the worker, and end it again after each restart on this same delivery.
+                log.exception("delivery %s: unexpected error; it will be retried", claimed.delivery.id)
+                self._record(session, claimed.delivery, Answer(None, f"unexpected error: {type(error).__name__}: {error}"))
             session.commit()
             return True
 
