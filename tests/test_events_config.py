@@ -71,3 +71,11 @@ def test_the_same_url_twice_in_a_project_is_refused(config_path):
     subscribe(config_path, "https://crm.example.com/hooks")
     subscribe(config_path, "https://crm.example.com/hooks")
     assert "event_webhooks[1] ('https://crm.example.com/hooks'): url: listed twice" in error_line(config_path)
+
+
+def test_a_url_longer_than_the_worker_can_store_is_refused(config_path):
+    """event_subscriptions.url holds 2000 characters: a longer URL passed the check, then on
+    PostgreSQL failed every pass of the worker, and no subscription of any project got anything."""
+    url = "https://crm.example.com/hooks?token=" + "a" * 2000
+    subscribe(config_path, url)
+    assert f"{ENTRY} ('{url}'): url: is 2036 characters long; the delivery worker keeps at most 2000" in error_line(config_path)

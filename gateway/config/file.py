@@ -68,6 +68,10 @@ class NumberConfig(BaseModel):
         return url
 
 
+#: The longest subscription URL the delivery worker can store (`event_subscriptions.url`).
+EVENT_WEBHOOK_URL_MAX = 2000
+
+
 class EventWebhook(BaseModel):
     """A subscription to the project's handoff events (SPEC §3 `event_webhooks`, docs/events.md)."""
 
@@ -93,6 +97,8 @@ class EventWebhook(BaseModel):
         connect to, and Python's own parser must read the same: `http://evil.example\\@127.0.0.1/`
         reads as loopback to `urlsplit` but is sent to evil.example.
         """
+        if len(url) > EVENT_WEBHOOK_URL_MAX:  # PostgreSQL would refuse its row on every pass of the worker
+            raise ValueError(f"is {len(url)} characters long; the delivery worker keeps at most {EVENT_WEBHOOK_URL_MAX}")
         refused = "must be an https:// URL (http:// only to 127.0.0.1, ::1 or localhost)"
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -20,7 +20,7 @@ from email.utils import parsedate_to_datetime
 
 import requests
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 from standardwebhooks.webhooks import Webhook
 
@@ -166,6 +166,8 @@ class Deliverer:
             try:
                 busy = self.run_once()
                 pause = DATABASE_RETRY_SECONDS
+            except (DataError, IntegrityError):
+                raise  # a row the database refuses is no outage: waiting it out would only hide it
             except SQLAlchemyError as error:
                 log.warning("database unavailable, retrying in %.0f s: %s", pause, str(error).splitlines()[0])
                 stop.wait(pause)

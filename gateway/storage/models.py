@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
+from gateway.config.file import EVENT_WEBHOOK_URL_MAX
 from gateway.infra.random_ids import time_ordered_uuid
 
 
@@ -225,7 +226,7 @@ class EventSubscription(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     project_key: str = Field(max_length=200)
-    url: str = Field(max_length=2000)
+    url: str = Field(max_length=EVENT_WEBHOOK_URL_MAX)
     #: every event up to this seq has been considered for this subscription
     queued_through_seq: int = Field(default=0, sa_type=BigInteger)
     first_seen_at: datetime = _timestamp()
