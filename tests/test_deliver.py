@@ -8,13 +8,14 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import text
 from sqlmodel import Session, select
 from standardwebhooks.webhooks import Webhook
 
 from gateway.events import deliver
 from gateway.storage.models import EventDelivery
 from tests.events_support import SECRET, SECRET_ENV, LIFECYCLE_TYPES, Receiver, call_with_fallback, subscribe, wait_for
-from tests.support import CONFIG_KEY
+from tests.support import CONFIG_KEY, CONFIG_TOML
 
 CALL_SID = "CA" + "f5" * 16
 
@@ -214,6 +215,26 @@ def test_a_subscription_gets_only_the_types_it_lists(make_app, config_path, rece
     call_with_fallback(app.test_client(), CALL_SID)
     run_until(worker(app), lambda: len(receiver.received) >= 2)
     assert [item.event["type"] for item in receiver.received] == ["handoff.completed", "conversation.ended"]
+
+
+def test_a_subscription_listed_again_gets_the_last_day_not_everything_since_it_left(make_app, config_path, receiver):
+    """Its event_subscriptions row, and how far it had been queued, outlive its removal: listed
+    again, it was sent every event since it left, days or weeks of them."""
+    subscribe(config_path, receiver.url)
+    worker(make_app()).run_once()  # the subscription's row is made
+    config_path.write_text(CONFIG_TOML)  # the subscription is removed ...
+    unsubscribed = make_app()
+    call_with_fallback(unsubscribed.test_client(), CALL_SID)
+    assert len(feed_items(unsubscribed)) == 5
+    with unsubscribed.extensions["gateway"].engine.begin() as connection:  # ... and three days pass
+        connection.execute(text("UPDATE events SET created_at = :old"), {"old": datetime.now(timezone.utc) - timedelta(days=3)})
+
+    subscribe(config_path, receiver.url)  # listed again
+    again = make_app()
+    call_with_fallback(again.test_client(), "CA" + "f6" * 16)
+    run_until(worker(again), lambda: len(receiver.received) >= 5)
+    assert {item.event["data"]["id"] for item in receiver.received} == {feed_items(again)[-1]["data"]["id"]}, "only today's call"
+    assert [item.event["type"] for item in receiver.received] == LIFECYCLE_TYPES
 
 
 def test_a_missing_secret_stops_the_worker_with_the_variable_to_set(make_app, config_path, receiver):

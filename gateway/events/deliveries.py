@@ -54,7 +54,10 @@ def _subscription_row(session: Session, project_key: str, url: str) -> EventSubs
 
 
 def queue(session: Session, config: GatewayConfig) -> int:
-    """Make a pending delivery for every journal event each subscription wants; commits. How many made.
+    """Make a pending delivery for every journal event of the last day each subscription wants; commits. How many made.
+
+    Older events are for the feed: a subscription removed from the config and listed again
+    (its row, and how far it was queued, are kept) starts with the last day as a new one does.
 
     The journal's seq is its commit order (one publisher at a time), so `queued_through_seq`
     never passes an event still to come. Racing workers insert the same rows; the unique key
@@ -72,7 +75,7 @@ def queue(session: Session, config: GatewayConfig) -> int:
                 .limit(QUEUE_BATCH)
             ).all()
             for event in events:
-                if webhook.wants(event.type):
+                if webhook.wants(event.type) and as_utc(event.created_at) >= now - LOOKBACK:
                     made += insert_ignoring_conflict(
                         session,
                         EventDelivery.__table__,
