@@ -207,3 +207,19 @@ def test_an_ended_call_whose_dial_result_never_comes_ends_after_twilios_wait(cli
     events = feed(client)["items"]
     assert [e["type"] for e in events] == ["handoff.initiated", "conversation.ended"]
     assert events[-1]["data"]["state"] == "handoff_initiated"
+
+
+def test_a_new_journal_keeps_its_start_on_later_passes_so_older_history_never_follows_newer(client, session):
+    """A new journal starts with the last day; the next pass's rescan window (the last 1,000
+    history ids) had no such bound and published two-day-old history after newer events."""
+    first = post_signed(client, "/voice/call", call_params(call_sid=CALL_SID))
+    second = twilio_posts(client, action_path(first), CALL_SID, DialCallStatus="busy")
+    conversation = store.conversation_by_call_sid(session, CALL_SID)
+    for entry in store.history(session, conversation.id):  # the call began two days ago, before the journal
+        entry.at -= timedelta(days=2)
+        session.add(entry)
+    session.commit()
+    twilio_posts(client, action_path(second), CALL_SID, DialCallStatus="completed", DialCallSid="CA" + "e" * 32)
+
+    assert [e["type"] for e in feed(client)["items"]] == ["handoff.completed"]
+    assert [e["type"] for e in feed(client)["items"]] == ["handoff.completed"]

@@ -120,12 +120,18 @@ def _draft(event_id: str, kind: str, created_at: datetime, conversation: Convers
 
 
 def _unpublished_history(session: Session, now: datetime) -> list[HandoffEvent]:
-    newest = session.exec(select(func.max(PublishedEvent.history_id))).one()
+    """History not yet in the journal, never from before where the journal starts.
+
+    A new journal starts with the last day; the rescan window of later passes is counted in
+    ids, not time, and without that start it would publish older history after newer events.
+    """
+    oldest, newest = session.exec(select(func.min(PublishedEvent.history_id), func.max(PublishedEvent.history_id))).one()
     query = select(HandoffEvent).where(~exists().where(PublishedEvent.history_id == HandoffEvent.id))
     if newest is None:
         query = query.where(HandoffEvent.at >= now - LOOKBACK)  # a new journal: the last day only
     else:
-        query = query.where(HandoffEvent.id > newest - RESCAN_ROWS)
+        start = session.exec(select(PublishedEvent.created_at).where(PublishedEvent.history_id == oldest)).one()
+        query = query.where(HandoffEvent.id > newest - RESCAN_ROWS, HandoffEvent.at >= store.as_utc(start))
     return list(session.exec(query.order_by(HandoffEvent.id).limit(BATCH)))
 
 
