@@ -12,8 +12,9 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 from standardwebhooks.webhooks import Webhook
 
-from gateway.events import deliver
+from gateway.events import deliver, deliveries
 from gateway.storage.models import EventDelivery
+from gateway.storage.store import as_utc
 from tests.events_support import SECRET, SECRET_ENV, LIFECYCLE_TYPES, Receiver, call_with_fallback, subscribe, wait_for
 from tests.support import CONFIG_KEY, CONFIG_TOML
 
@@ -92,6 +93,26 @@ def test_429_and_503_are_retried_after_retry_after_and_later_events_wait_their_t
     assert receiver.received[1].at - receiver.received[0].at >= 0.95, "Retry-After: 1 was not honoured"
     first = deliveries_of(subscribed)[0]
     assert (first.status, first.attempts, first.last_status_code, first.last_error) == ("delivered", 3, 204, None)
+
+
+def test_a_retry_after_of_hours_is_honoured_and_one_past_the_horizon_stops_the_delivery(subscribed, receiver):
+    """It was cut to an hour, though docs/events.md says the next try waits at least that long."""
+    receiver.answers = [(503, {"Retry-After": "7200"})]
+    call_with_fallback(subscribed.test_client(), CALL_SID)
+    before = datetime.now(timezone.utc)
+    deliverer = worker(subscribed)
+    deliverer.run_once()
+    first = deliveries_of(subscribed)[0]
+    assert (first.status, first.attempts, first.last_status_code) == ("pending", 1, 503)
+    assert (as_utc(first.next_attempt_at) - before).total_seconds() >= 7200
+
+    with Session(subscribed.extensions["gateway"].engine) as session:  # the operator sends it again now
+        deliveries.redeliver(session, first.id)
+    receiver.answers = [(503, {"Retry-After": str(25 * 3600)})]
+    deliverer.run_once()
+    first = deliveries_of(subscribed)[0]
+    assert (first.status, first.attempts, first.last_status_code) == ("failed", 2, 503)
+    assert "gave up" in first.last_error
 
 
 def test_a_4xx_stops_that_event_records_why_and_the_next_one_goes(subscribed, receiver):

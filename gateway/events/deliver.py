@@ -240,8 +240,8 @@ class Deliverer:
             deliveries.record_failed(session, delivery, answer.status_code, reason)
             return
         wait = backoff(delivery.attempts + 1, self.backoff_base, self.rng)
-        if answer.retry_after is not None:
-            wait = max(wait, min(answer.retry_after, MAX_DELAY))
+        if answer.retry_after is not None:  # even past MAX_DELAY: the receiver said when; the horizon is the only cap
+            wait = max(wait, min(answer.retry_after, self.horizon.total_seconds()))
         retry_at = now + timedelta(seconds=wait)
         if retry_at > deliveries.retry_deadline(delivery, self.horizon):
             deliveries.record_failed(session, delivery, answer.status_code, f"{answer.error}; gave up after {self.horizon}")
