@@ -1,6 +1,8 @@
 """GET /conversations (filters, cursor paging), GET /conversations/{id}, /handoff_destinations CRUD."""
 from __future__ import annotations
 
+import base64
+import json
 from datetime import timedelta, timezone
 
 import pytest
@@ -139,6 +141,12 @@ def test_an_item_has_the_documented_fields(client, five_conversations):
     assert set(item) >= {"id", "shared_id", "channel", "call_sid", "from", "to", "state", "topic", "started_at"}
 
 
+def forged_cursor(conversation_id: object) -> str:
+    """A cursor in the shape the API gives out (base64url JSON [started_at, id]), naming any id."""
+    text = json.dumps(["2026-01-01T00:00:00+00:00", conversation_id])
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
 @pytest.mark.parametrize(
     "params,code",
     [
@@ -148,6 +156,11 @@ def test_an_item_has_the_documented_fields(client, five_conversations):
         ({"since": "yesterday"}, "invalid_parameter"),
         ({"since": "0001-01-01T00:00:00+05:00"}, "invalid_parameter"),  # before year 1 in UTC
         ({"cursor": "!!"}, "invalid_cursor"),
+        # Forged cursors whose id no conversation could have: not a 500, nor a 503 "database down".
+        ({"cursor": forged_cursor("\ud800")}, "invalid_cursor"),  # a lone surrogate: UTF-8 can't send it
+        ({"cursor": forged_cursor("a\u0000b")}, "invalid_cursor"),  # NUL: PostgreSQL refuses the query
+        ({"cursor": forged_cursor("a" * 37)}, "invalid_cursor"),
+        ({"cursor": forged_cursor(7)}, "invalid_cursor"),
     ],
 )
 def test_bad_list_parameters_are_400(client, params, code):

@@ -14,6 +14,10 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+#: A conversation id's column width: a UUID's text form.
+CONVERSATION_ID_LENGTH = 36
+
+
 def new_id() -> str:
     """A conversation id: a time-ordered UUID (gateway/infra/random_ids.py), made before the row
     so TwiML can carry it."""
@@ -42,7 +46,7 @@ class Conversation(SQLModel, table=True):
         ),
     )
 
-    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=CONVERSATION_ID_LENGTH)
     project_key: str = Field(max_length=200)
     channel: str = Field(max_length=10)  # voice | sms | chat
     call_sid: str | None = Field(default=None, unique=True, max_length=64)
@@ -75,7 +79,7 @@ class HandoffEvent(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("conversation_id", "dedupe_key"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    conversation_id: str = Field(foreign_key="conversations.id", max_length=36)
+    conversation_id: str = Field(foreign_key="conversations.id", max_length=CONVERSATION_ID_LENGTH)
     state: str = Field(max_length=64)
     destination: str | None = Field(default=None, max_length=100)
     detail: str | None = Field(default=None, max_length=500)
@@ -179,7 +183,7 @@ class SmsThread(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     project_key: str = Field(max_length=200)
     customer_number: str = Field(max_length=64)
-    conversation_id: str = Field(foreign_key="conversations.id", max_length=36)
+    conversation_id: str = Field(foreign_key="conversations.id", max_length=CONVERSATION_ID_LENGTH)
 
 
 class ChatMessage(SQLModel, table=True):

@@ -9,7 +9,9 @@ from datetime import datetime, timezone
 from flask import g, jsonify, request
 
 from gateway import presenters
+from gateway.infra.safe_text import is_storable
 from gateway.storage import search, store
+from gateway.storage.models import CONVERSATION_ID_LENGTH
 from gateway.errors import GatewayError
 from gateway.handoff_requests import request_handoff
 from gateway.web import current_gateway, db
@@ -146,11 +148,19 @@ def _encode_cursor(row) -> str:
 
 
 def _cursor_arg() -> tuple[datetime, str] | None:
+    """The (started_at, id) a cursor names. Its id goes to the database as it is, so one no id
+    could be (NUL, a lone surrogate, too long) is refused here, not failed by the database."""
     value = request.args.get("cursor")
     if not value:
         return None
     try:
         started_at, conversation_id = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-        return _in_utc(datetime.fromisoformat(started_at)), str(conversation_id)
+        if not _could_be_an_id(conversation_id):
+            raise ValueError(conversation_id)
+        return _in_utc(datetime.fromisoformat(started_at)), conversation_id
     except (ValueError, TypeError, OverflowError, binascii.Error):
         raise GatewayError(400, "invalid_cursor", "cursor is not one this API gave out; start again without it.") from None
+
+
+def _could_be_an_id(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= CONVERSATION_ID_LENGTH and is_storable(value)
