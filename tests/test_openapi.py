@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import itertools
 
+from flask import url_for
 from openapi_spec_validator import validate
 
+from gateway import MAX_REQUEST_BYTES
 from gateway.texting import chat, messaging
 from tests.messaging_support import CUSTOMER, TEXTING, accept_messages
 from tests.openapi_conformance import _template
@@ -38,6 +40,30 @@ def test_the_document_is_also_under_the_api_base_as_the_spec_lists_it(client):
     assert under_base.status_code == 200
     assert under_base.get_json() == client.get("/openapi.json").get_json()
     assert client.get("/v1/acme/frontdesk/openapi.json").status_code == 401
+
+
+def test_what_the_edge_refuses_before_any_view_is_documented_on_every_operation(app, client):
+    """A NUL in any query or path value is 400 invalid_parameter on every operation, and a body
+    over the limit 413 request_too_large on every one that takes a body: both are in the document."""
+    document = client.get("/openapi.json").get_json()
+    headers = {"x-api-key": CONFIG_KEY}
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/v1/"):
+            continue
+        with app.test_request_context():
+            values = {name: "x" for name in rule.arguments}
+            path = url_for(rule.endpoint, **{**values, "account_id": "acme", "project_id": "frontdesk"})
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            operation = document["paths"][_template(rule.rule)][method.lower()]
+            nul = client.open(path, method=method, query_string={"note": "a\x00b"}, headers=headers)
+            assert (nul.status_code, nul.get_json()["error"]["code"]) == (400, "invalid_parameter"), (method, path)
+            assert "400" in operation["responses"], (method, path)
+            if "requestBody" not in operation:
+                continue
+            body = b"{" + b" " * MAX_REQUEST_BYTES + b"}"
+            too_large = client.open(path, method=method, data=body, content_type="application/json", headers=headers)
+            assert (too_large.status_code, too_large.get_json()["error"]["code"]) == (413, "request_too_large")
+            assert "413" in operation["responses"], (method, path)
 
 
 # --- the document's limits are the ones the API enforces -------------------------------------

@@ -20,15 +20,21 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from gateway.infra.safe_text import NO_NUL
 from gateway.web.api.schemas import Error
 
-#: What every /v1 operation can answer besides its own: the key and project are checked, and the
-#: database asked, before any view runs.
+#: What every /v1 operation can answer besides its own: the key, the project and every query and
+#: path value are checked, and the database asked, before any view runs.
 SHARED_ERRORS = {
+    400: "A query or path value holds a NUL character (invalid_parameter).",
     401: "No API key, or a key nobody issued (missing_api_key, invalid_api_key).",
     403: "A valid key for another account or project (forbidden).",
     404: "Unknown project (project_not_found).",
     503: "The database is not answering (database_unavailable; try again in a moment), or it is behind "
     "this release's schema (database_behind; run `gateway db upgrade`).",
 }
+
+
+def _too_large(max_bytes: int) -> str:
+    """What an operation that takes a body also answers: Flask refuses a longer one as it reads it."""
+    return f"The body is over {max_bytes // 1024} KiB (request_too_large)."
 
 
 @dataclass(frozen=True)
@@ -74,12 +80,13 @@ def build(app: Flask, blueprint: str) -> dict:
         if rule.endpoint.partition(".")[0] == blueprint
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"})
     ]
+    max_bytes = app.config["MAX_CONTENT_LENGTH"]
     models = {(Error, "serialization")}.union(*(operation.models() for _path, _method, operation in operations))
     refs, definitions = models_json_schema(sorted(models, key=str), ref_template="#/components/schemas/{model}")
     paths: dict = {}
     for path, method, operation in operations:
         item = paths.setdefault(path, {"parameters": [_path_parameter(name) for name in re.findall(r"{(\w+)}", path)]})
-        item[method] = _operation(operation, refs)
+        item[method] = _operation(operation, refs, max_bytes)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -109,7 +116,7 @@ def _path_parameter(name: str) -> dict:
     return {"name": name, "in": "path", "required": True, "schema": text()}
 
 
-def _operation(operation: Operation, refs: dict) -> dict:
+def _operation(operation: Operation, refs: dict, max_bytes: int) -> dict:
     result: dict = {"summary": operation.summary}
     if operation.description:
         result["description"] = operation.description
@@ -120,16 +127,16 @@ def _operation(operation: Operation, refs: dict) -> dict:
             "required": operation.body_required,
             "content": {"application/json": {"schema": refs[(operation.body, "validation")]}},
         }
-    result["responses"] = {
-        str(status): _response(status, answer, refs) for status, answer in sorted(_with_shared_errors(operation).items())
-    }
+    answers = _with_shared_errors(operation, max_bytes)
+    result["responses"] = {str(status): _response(status, answer, refs) for status, answer in sorted(answers.items())}
     return result
 
 
-def _with_shared_errors(operation: Operation) -> dict:
+def _with_shared_errors(operation: Operation, max_bytes: int) -> dict:
     """The operation's answers and the shared errors; where both give one status, both say why."""
     answers = dict(operation.responses)
-    for status, why in SHARED_ERRORS.items():
+    shared = {**SHARED_ERRORS, 413: _too_large(max_bytes)} if operation.body else SHARED_ERRORS
+    for status, why in shared.items():
         answers[status] = f"{answers[status]} {why}" if status in answers else why
     return answers
 
