@@ -85,6 +85,31 @@ def test_filters_narrow_the_list(client, five_conversations):
     assert ids(since=same_moment) == {rows[3].id, rows[4].id}
 
 
+@pytest.mark.parametrize(
+    "query,expected",
+    [
+        ("from=+14155550002", [2]),  # typed into curl unencoded: the '+' arrives as a space
+        ("from=%28415%29%20555-0002", [2]),  # (415) 555-0002
+        ("from=14155550002", [2]),
+        ("to=+14155550199", [3, 1]),
+        ("to=%2B1%20415%20555%200199", [3, 1]),  # +1 415 555 0199
+        ("to=415.555.0199", [3, 1]),
+        ("from=%2B14155559999", []),  # a number nobody called from
+    ],
+)
+def test_from_and_to_take_a_number_in_any_form_q_takes(client, five_conversations, query, expected):
+    response = client.get(f"{BASE}/conversations?{query}", headers=KEY)
+    assert [item["id"] for item in response.get_json()["items"]] == [five_conversations[i].id for i in expected]
+
+
+def test_a_from_that_is_not_a_number_is_matched_as_written(client, session):
+    twilio_client = Conversation(project_key=ACME, channel="voice", from_number="client:alice")
+    session.add(twilio_client)
+    session.commit()
+    assert ids_of(client, **{"from": "client:alice"}) == {twilio_client.id}
+    assert ids_of(client, **{"from": "client:bob"}) == set()
+
+
 @pytest.fixture
 def searchable(session, five_conversations):
     """Beside the five calls: a chat with a shared_id, an SMS thread, and another project's call."""

@@ -3,7 +3,8 @@
 The text itself is matched exactly against the ids; when it reads as a phone number in any
 common form (`(415) 555-1234`, `+1 415 555 1234`, `14155551234`), its E.164 form (how Twilio
 sends numbers, so how they are stored) is matched against the caller and the number called.
-No database and no HTTP here: `store.list_conversations` turns the terms into its query.
+The `from` and `to` filters read a number the same way (`as_stored_number`). No database and no
+HTTP here: `store.list_conversations` turns the terms into its query.
 """
 from __future__ import annotations
 
@@ -54,6 +55,13 @@ def as_e164(text: str, region: str) -> str | None:
     if not phonenumbers.is_possible_number(parsed):
         return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def as_stored_number(text: str, own_numbers: Iterable[str]) -> str:
+    """A caller or called number as a person wrote it, in the E.164 form it is stored in: a `+`
+    typed unencoded in a URL arrives as a space, and `(415) 555-1234` is the same number. Text
+    that is not a phone number (`client:alice`, `anonymous`) is kept as written."""
+    return as_e164(text.strip(), home_region(own_numbers)) or text
 
 
 def terms_for(text: str, own_numbers: Iterable[str]) -> SearchTerms | None:

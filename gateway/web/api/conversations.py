@@ -53,6 +53,12 @@ def handoff(conversation_id: str, body: schemas.HandoffRequest):
     return jsonify(presenters.handoff_state(conversation, store.history(db(), conversation.id))), 202
 
 
+#: How `from` and `to` read a number (gateway/storage/search.py), as `q` does.
+_NUMBER_FORMS = (
+    " In any form q takes (`(415) 555-1234`, `+1 415 555 1234`, a `+` left unencoded that arrives as a space);"
+    " text that is not a phone number is matched exactly."
+)
+
 _LIST_PARAMETERS = [
     openapi.query("call_sid", "Twilio's CallSid."),
     openapi.query("shared_id", "Your own identifier for the conversation."),
@@ -64,8 +70,8 @@ _LIST_PARAMETERS = [
     ),
     openapi.query("state", "A lifecycle state."),
     openapi.query("topic", "A topic state."),
-    openapi.query("from", "The caller's number."),
-    openapi.query("to", "The called number."),
+    openapi.query("from", "The caller's number." + _NUMBER_FORMS),
+    openapi.query("to", "The number called." + _NUMBER_FORMS),
     openapi.query("since", "Started at or after (ISO 8601).", {"type": "string", "format": "date-time"}),
     openapi.query("until", "Started before (ISO 8601).", {"type": "string", "format": "date-time"}),
     openapi.query("limit", f"Page size, 1 to {MAX_PAGE}.", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
@@ -89,16 +95,17 @@ _LIST_PARAMETERS = [
 def list_conversations():
     """Newest first, filtered, paged with an opaque cursor."""
     args = request.args
+    own_numbers = [number.number for number in g.project.numbers]
     filters = store.ConversationFilter(
         call_sid=args.get("call_sid"),
         shared_id=args.get("shared_id"),
         state=args.get("state"),
         topic=args.get("topic"),
-        from_number=args.get("from"),
-        to_number=args.get("to"),
+        from_number=_number_arg("from", own_numbers),
+        to_number=_number_arg("to", own_numbers),
         since=_timestamp_arg("since"),
         until=_timestamp_arg("until"),
-        search=search.terms_for(args.get("q", ""), (number.number for number in g.project.numbers)),
+        search=search.terms_for(args.get("q", ""), own_numbers),
     )
     limit = _limit_arg()
     rows = store.list_conversations(db(), g.project.key, filters, limit=limit + 1, after=_cursor_arg())
@@ -118,6 +125,11 @@ def list_conversations():
 def get_conversation(conversation_id: str):
     conversation = conversation_or_404(conversation_id=conversation_id)
     return jsonify(presenters.conversation_detail(conversation, store.history(db(), conversation.id)))
+
+
+def _number_arg(name: str, own_numbers: list[str]) -> str | None:
+    value = request.args.get(name)
+    return None if value is None else search.as_stored_number(value, own_numbers)
 
 
 def _timestamp_arg(name: str) -> datetime | None:
