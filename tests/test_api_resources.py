@@ -110,6 +110,14 @@ def test_a_from_that_is_not_a_number_is_matched_as_written(client, session):
     assert ids_of(client, **{"from": "client:bob"}) == set()
 
 
+@pytest.mark.parametrize("name", ["state", "topic", "from", "to", "call_sid", "shared_id"])
+@pytest.mark.parametrize("blank", ["", " "])
+def test_a_blank_filter_is_no_filter_as_a_blank_q_is(client, five_conversations, name, blank):
+    everything = ids_of(client)
+    assert ids_of(client, q=blank) == everything == {row.id for row in five_conversations}
+    assert ids_of(client, **{name: blank}) == everything
+
+
 @pytest.fixture
 def searchable(session, five_conversations):
     """Beside the five calls: a chat with a shared_id, an SMS thread, and another project's call."""

@@ -86,6 +86,7 @@ _LIST_PARAMETERS = [
 @bp.get("/conversations")
 @operation(
     "List conversations, newest first.",
+    description="Filters combine; a blank one (`?state=`) is left out, as a blank q is.",
     responses={
         200: (schemas.ConversationPage, "A page of conversations."),
         400: "A filter, limit or cursor is malformed (invalid_parameter, invalid_cursor).",
@@ -94,18 +95,17 @@ _LIST_PARAMETERS = [
 )
 def list_conversations():
     """Newest first, filtered, paged with an opaque cursor."""
-    args = request.args
     own_numbers = [number.number for number in g.project.numbers]
     filters = store.ConversationFilter(
-        call_sid=args.get("call_sid"),
-        shared_id=args.get("shared_id"),
-        state=args.get("state"),
-        topic=args.get("topic"),
+        call_sid=_filter_arg("call_sid"),
+        shared_id=_filter_arg("shared_id"),
+        state=_filter_arg("state"),
+        topic=_filter_arg("topic"),
         from_number=_number_arg("from", own_numbers),
         to_number=_number_arg("to", own_numbers),
         since=_timestamp_arg("since"),
         until=_timestamp_arg("until"),
-        search=search.terms_for(args.get("q", ""), own_numbers),
+        search=search.terms_for(request.args.get("q", ""), own_numbers),
     )
     limit = _limit_arg()
     rows = store.list_conversations(db(), g.project.key, filters, limit=limit + 1, after=_cursor_arg())
@@ -127,8 +127,14 @@ def get_conversation(conversation_id: str):
     return jsonify(presenters.conversation_detail(conversation, store.history(db(), conversation.id)))
 
 
+def _filter_arg(name: str) -> str | None:
+    """A filter's value; a blank one (`?state=`) is no filter, as a blank q is, not "equals empty"."""
+    value = request.args.get(name, "")
+    return value if value.strip() else None
+
+
 def _number_arg(name: str, own_numbers: list[str]) -> str | None:
-    value = request.args.get(name)
+    value = _filter_arg(name)
     return None if value is None else search.as_stored_number(value, own_numbers)
 
 
