@@ -88,8 +88,15 @@ def upgrade_database() -> None:
 @database.command("revision")
 @click.option("-m", "--message", required=True, help="what the revision changes, e.g. 'add the events table'")
 def new_revision(message: str) -> None:
-    """For developers: write the next migration from what the models add (review it, then commit)."""
-    click.echo(f"wrote {schema.new_revision(message)}")
+    """For developers: write the next migration from what the models add (review it, then commit).
+
+    Exits 1, writing nothing, when the models match the last revision.
+    """
+    try:
+        written = schema.new_revision(message)
+    except schema.NothingToRevise as unchanged:
+        raise click.ClickException(str(unchanged)) from unchanged
+    click.echo(f"wrote {written}")
 
 
 @main.command("init-db")

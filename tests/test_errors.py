@@ -21,6 +21,7 @@ INTERNAL = {
     "gateway.voice.call_records.ReplayBusy",  # the webhook fails open
     "gateway.storage.schema.DatabaseBehind",  # an OperationalError: fails open, or 503 naming the command
     "gateway.storage.schema.UpgradeRefused",  # stops `gateway db upgrade` with its message
+    "gateway.storage.schema.NothingToRevise",  # stops `gateway db revision` with its message
     "gateway.events.deliver.SecretMissing",  # stops `gateway deliver` at start with its one line
     "gateway.infra.strict_json.NonStandardJson",  # the API turns it into a 400 invalid_json GatewayError
     "gateway.storage.store.SomeCallsKnown",  # a commit group writes its calls one by one

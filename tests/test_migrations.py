@@ -164,6 +164,28 @@ def test_the_migrations_have_one_head():
     assert len(schema._scripts().get_heads()) == 1, "run `alembic merge`, or re-point one down_revision"
 
 
+@pytest.fixture
+def versions_left_as_they_were():
+    """The revisions folder's files before the test; whatever the test wrote is removed, pass or fail."""
+    versions = schema.MIGRATIONS_DIR / "versions"
+    before = set(versions.glob("*.py"))
+    yield versions, before
+    for written in set(versions.glob("*.py")) - before:
+        written.unlink()
+    schema._scripts.cache_clear()
+
+
+def test_db_revision_refuses_to_write_an_empty_revision_when_the_models_match_head(versions_left_as_they_were):
+    versions, before = versions_left_as_they_were
+
+    result = CliRunner().invoke(main, ["db", "revision", "-m", "nothing changed"])
+
+    assert result.exit_code == 1, result.output
+    assert "nothing changed" in result.output
+    assert f"match head revision {schema.head()}" in result.output
+    assert set(versions.glob("*.py")) == before
+
+
 def test_upgrading_twice_changes_nothing(engine):
     schema.upgrade(engine)
     assert schema.upgrade(engine) == schema.head()
