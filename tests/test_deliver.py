@@ -221,6 +221,22 @@ def test_a_retry_after_the_worker_cannot_read_is_ignored_and_the_worker_goes_on(
     assert (first.status, first.last_status_code, first.last_error) == ("pending", 503, "answered 503 Service Unavailable")
 
 
+def test_what_a_receiver_says_is_stored_without_the_characters_a_database_refuses(make_app, config_path, raw_receiver):
+    """Found by an outside review: a reason phrase holding NUL went into last_error, PostgreSQL
+    refused the row, and the worker ended, again after every restart, on the same delivery."""
+
+    def busy(conn, _done):
+        conn.sendall(b"HTTP/1.1 503 Busy\x00now\r\nContent-Length: 0\r\n\r\n")
+
+    subscribe(config_path, raw_receiver(busy))
+    app = make_app()
+    call_with_fallback(app.test_client(), CALL_SID)
+    worker(app, backoff_base=60.0).run_once()
+    first = deliveries_of(app)[0]
+    assert (first.status, first.attempts, first.last_status_code) == ("pending", 1, 503)
+    assert first.last_error == "answered 503 Busynow"
+
+
 def test_retries_stop_after_the_horizon_with_the_reason(subscribed, receiver):
     receiver.answers = [(500, {})] * 1000
     call_with_fallback(subscribed.test_client(), CALL_SID)

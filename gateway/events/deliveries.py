@@ -17,6 +17,7 @@ from sqlmodel import Session, select
 
 from gateway.config.file import EventWebhook, GatewayConfig, ProjectConfig
 from gateway.events.journal import LOOKBACK
+from gateway.infra.safe_text import xml_legal
 from gateway.storage.models import EventDelivery, EventSubscription, PublishedEvent, utcnow
 from gateway.storage.store import insert_ignoring_conflict, as_utc
 
@@ -140,9 +141,15 @@ def record_delivered(session: Session, delivery: EventDelivery, status_code: int
     session.add(delivery)
 
 
+def _storable(error: str) -> str:
+    """The receiver's own words (its reason phrase, its exception) fit for the column: a NUL
+    made PostgreSQL refuse the row, which ended the worker on the same delivery after every restart."""
+    return xml_legal(error)[:500]
+
+
 def record_retry(session: Session, delivery: EventDelivery, status_code: int | None, error: str, at: datetime) -> None:
     delivery.attempts += 1
-    delivery.last_status_code, delivery.last_error = status_code, error[:500]
+    delivery.last_status_code, delivery.last_error = status_code, _storable(error)
     delivery.next_attempt_at = at
     session.add(delivery)
 
@@ -150,7 +157,7 @@ def record_retry(session: Session, delivery: EventDelivery, status_code: int | N
 def record_failed(session: Session, delivery: EventDelivery, status_code: int | None, error: str) -> None:
     """Stop this event for this subscription, saying why; the conversation's next event goes on."""
     delivery.status, delivery.attempts = FAILED, delivery.attempts + 1
-    delivery.last_status_code, delivery.last_error = status_code, error[:500]
+    delivery.last_status_code, delivery.last_error = status_code, _storable(error)
     delivery.next_attempt_at = None
     session.add(delivery)
 
