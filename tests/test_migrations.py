@@ -528,6 +528,40 @@ def test_db_upgrade_waits_for_another_run_longer_than_the_busy_timeout(postgres_
     assert f"database at revision {schema.head()}" in result.output
 
 
+def test_old_instances_keep_serving_while_db_upgrade_waits_on_a_busy_table(postgres_url):
+    """Found by an outside review: the unbounded wait for the migration lock lasted the whole
+    transaction, so 0006's ALTER TABLE, queued behind one open read, waited for ever, and every
+    old instance's read of the table queued behind it until its busy timeout ran out."""
+    migrator = make_engine(postgres_url, busy_timeout=1)
+    serving = make_engine(postgres_url, busy_timeout=1)
+    with migrator.connect() as connection:
+        alembic_command.upgrade(schema._alembic_config(connection), "0005")
+        connection.commit()
+    blocker = serving.connect()
+    blocker.execute(text("SELECT count(*) FROM handoff_events"))  # an old instance's open transaction
+    outcome: dict = {}
+
+    def upgrade():
+        try:
+            outcome["revision"] = schema.upgrade(migrator)
+        except OperationalError as error:  # the migration's own statements keep the busy timeout
+            outcome["error"] = error
+
+    thread = threading.Thread(target=upgrade)
+    thread.start()
+    try:
+        thread.join(timeout=5)
+        with serving.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM handoff_events")).scalar() == 0
+    finally:
+        blocker.rollback()
+        blocker.close()
+        thread.join(timeout=30)
+        migrator.dispose()
+        serving.dispose()
+    assert "lock timeout" in str(outcome.get("error")), outcome
+
+
 def test_the_app_making_a_new_database_waits_for_another_migrator_only_its_busy_timeout(postgres_url):
     """A web worker must not hang on the lock: it fails like an outage (webhooks fail open) and checks again."""
     engine = make_engine(postgres_url, busy_timeout=1)

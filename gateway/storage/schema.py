@@ -120,9 +120,13 @@ def _lock(connection: Connection, *, wait: bool) -> None:
     which does the same within the busy timeout.
     """
     if connection.dialect.name == "postgresql":
+        bounded = connection.execute(text("SHOW lock_timeout")).scalar_one()
         if wait:
             connection.execute(text("SET LOCAL lock_timeout = 0"))
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+        # The migration's own statements keep the bound: an ALTER TABLE waiting for ever behind
+        # one open read would make every old instance's query of that table wait behind it.
+        connection.execute(text("SELECT set_config('lock_timeout', :bound, true)"), {"bound": bounded})
     elif connection.dialect.name == "sqlite":
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
