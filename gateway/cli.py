@@ -7,6 +7,7 @@ import sys
 import threading
 import unicodedata
 from contextlib import contextmanager
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Iterator
@@ -408,7 +409,7 @@ def replay_spool() -> None:
 
 
 @main.command("deliver")
-@click.option("--once", is_flag=True, help="one pass (publish, queue, send what is due), then exit; exits 1 if the database cannot be used")
+@click.option("--once", is_flag=True, help="one pass (publish, queue, prune old events, send what is due), then exit; exits 1 if the database cannot be used")
 @click.option(
     "--first-retry",
     type=click.FloatRange(0.01, 3600),
@@ -430,7 +431,8 @@ def deliver_events(once: bool, first_retry: float) -> None:
         signal.signal(signum, lambda *_: stop.set())
     click.echo(f"delivering events to {len(signing)} subscription(s); stop with Ctrl-C or SIGTERM", err=True)
     with _engine() as engine:
-        worker = deliver.Deliverer(engine, config, signing, backoff_base=first_retry)
+        retention = timedelta(days=settings.events_retention_days)
+        worker = deliver.Deliverer(engine, config, signing, backoff_base=first_retry, retention=retention)
         if once:  # a cron or CI job: a database it cannot use ends it with status 1
             schema.check(engine)
             worker.run_once()

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     database_busy_timeout: float = Field(
         5.0, gt=0, le=10, validation_alias=_env("GATEWAY_DATABASE_BUSY_TIMEOUT")
     )
+    #: How many days `gateway deliver` keeps events and their deliveries (docs/events.md).
+    events_retention_days: int = Field(30, validation_alias=_env("GATEWAY_EVENTS_RETENTION_DAYS"))
 
     @field_validator("database_url")
     @classmethod
@@ -48,6 +50,14 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix):]
         return url
+
+    @field_validator("events_retention_days")
+    @classmethod
+    def _past_a_day(cls, days: int) -> int:
+        """Events are retried, and looked at by the publisher, for 24 hours: keep them longer than that."""
+        if days < 2:
+            raise ValueError("must be 2 or more (days): deliveries are retried, and new events looked for, over 24 hours")
+        return days
 
     @field_validator("public_url")
     @classmethod

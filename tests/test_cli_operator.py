@@ -5,16 +5,19 @@ import os
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import responses
 from click.testing import CliRunner
+from sqlalchemy import text
 from werkzeug.security import check_password_hash
 
 from gateway import create_app
 from gateway.storage import store
 from gateway.cli import main
+from tests.events_support import call_with_fallback
 from tests.console_support import PASSWORD_HASH, post_form, serve, sign_in
 from tests.support import AUTH_TOKEN, CONFIG_KEY, CONFIG_WITH_SALES, twiml_root
 
@@ -289,11 +292,37 @@ def test_deliver_once_exits_when_the_database_is_unreachable(config_path):
     assert "Traceback" not in finished.stderr
 
 
+def test_deliver_once_prunes_events_older_than_gateway_events_retention_days(make_app, env):
+    def deliver_once(days: str) -> None:
+        subprocess.run(
+            [sys.executable, "-c", "from gateway.cli import main; main()", "deliver", "--once"],
+            cwd=Path(__file__).resolve().parent.parent, env={**os.environ, **env, "GATEWAY_EVENTS_RETENTION_DAYS": days},
+            capture_output=True, text=True, timeout=60, check=True,
+        )
+
+    def journal() -> list[str]:
+        with app.extensions["gateway"].engine.connect() as connection:
+            return list(connection.execute(text("SELECT event_id FROM events ORDER BY seq")).scalars())
+
+    app = make_app()
+    call_with_fallback(app.test_client(), "CA" + "c7" * 16)
+    deliver_once("30")
+    ended = journal()[-1]
+    with app.extensions["gateway"].engine.begin() as connection:  # three days pass
+        connection.execute(text("UPDATE events SET created_at = :old"), {"old": datetime.now(timezone.utc) - timedelta(days=3)})
+    call_with_fallback(app.test_client(), "CA" + "c8" * 16)
+    deliver_once("30")
+    assert len(journal()) == 10
+    deliver_once("2")
+    assert len(journal()) == 9 and ended not in journal(), "the old call's end is pruned (its history is kept for the publisher's rescan)"
+
+
 @pytest.mark.parametrize(
     "variable,value,message",
     [
         ("GATEWAY_PUBLIC_URL", "gateway.example.com", "GATEWAY_PUBLIC_URL: must start with https:// (or http://)"),
         ("GATEWAY_TRUSTED_PROXIES", "one", "GATEWAY_TRUSTED_PROXIES: Input should be a valid integer"),
+        ("GATEWAY_EVENTS_RETENTION_DAYS", "1", "GATEWAY_EVENTS_RETENTION_DAYS: must be 2 or more (days)"),
     ],
 )
 def test_a_bad_setting_names_the_variable_not_a_traceback(config_path, variable, value, message):

@@ -12,11 +12,13 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 from standardwebhooks.webhooks import Webhook
 
-from gateway.events import deliver, deliveries
-from gateway.storage.models import EventDelivery
+from gateway.events import deliver, deliveries, journal
+from gateway.storage.models import EventDelivery, PublishedEvent
 from gateway.storage.store import as_utc
-from tests.events_support import SECRET, SECRET_ENV, LIFECYCLE_TYPES, Receiver, call_with_fallback, subscribe, wait_for
-from tests.support import CONFIG_KEY, CONFIG_TOML
+from tests.events_support import (
+    SECRET, SECRET_ENV, LIFECYCLE_TYPES, Receiver, action_path, call_with_fallback, subscribe, twilio_posts, wait_for,
+)
+from tests.support import CONFIG_KEY, CONFIG_TOML, call_params, post_signed
 
 CALL_SID = "CA" + "f5" * 16
 
@@ -325,3 +327,120 @@ def test_backoff_doubles_with_jitter_up_to_an_hour():
     assert deliver.retry_after_seconds("Wed, 02 Dec 2026 15:01:30 GMT", now) == 90
     assert deliver.retry_after_seconds("soon", now) is None
     assert deliver.retry_after_seconds("\u00b2", now) is None
+
+
+# --- Pruning: events and deliveries older than the retention go, at most once an hour -----------
+
+
+def age(app, call_sid: str, days: int = 40) -> None:
+    """Move a call, its history and its events `days` into the past."""
+    old = datetime.now(timezone.utc) - timedelta(days=days)
+    with app.extensions["gateway"].engine.begin() as connection:
+        found = {"id": connection.execute(text("SELECT id FROM conversations WHERE call_sid = :sid"), {"sid": call_sid}).scalar_one(), "old": old}
+        connection.execute(text("UPDATE handoff_events SET at = :old WHERE conversation_id = :id"), found)
+        connection.execute(text("UPDATE conversations SET started_at = :old WHERE id = :id"), found)
+        connection.execute(text("UPDATE conversations SET ended_at = :old WHERE id = :id AND ended_at IS NOT NULL"), found)
+        connection.execute(text("UPDATE events SET created_at = :old WHERE conversation_id = :id"), found)
+
+
+def journal_of(app) -> list[tuple[int, str]]:
+    with Session(app.extensions["gateway"].engine) as session:
+        return [(event.seq, event.event_id) for event in session.exec(select(PublishedEvent).order_by(PublishedEvent.seq))]
+
+
+def test_the_worker_prunes_what_is_finished_and_old_and_keeps_pending_and_recent_events(subscribed, receiver, monkeypatch):
+    """Old finished deliveries and their events go; a pending delivery's event and recent events stay."""
+    monkeypatch.setattr(journal, "RESCAN_ROWS", 4)  # a journal past its rescan window, without thousands of calls
+    old_calls, recent_call = ["CA" + "a1" * 16, "CA" + "a2" * 16], "CA" + "a3" * 16
+    for index, call_sid in enumerate([*old_calls, recent_call], start=1):  # one call's events after another's
+        call_with_fallback(subscribed.test_client(), call_sid)
+        run_until(worker(subscribed), lambda: len(receiver.received) >= 5 * index)
+    for call_sid in old_calls:
+        age(subscribed, call_sid)
+    before = journal_of(subscribed)
+    waiting = before[6]  # the second old call's handoff.failed: an operator sent it again, its retry is an hour away
+    with subscribed.extensions["gateway"].engine.begin() as connection:
+        connection.execute(
+            text("UPDATE event_deliveries SET status = 'pending', next_attempt_at = :later WHERE event_seq = :seq"),
+            {"later": datetime.now(timezone.utc) + timedelta(hours=1), "seq": waiting[0]},
+        )
+
+    deliverer = worker(subscribed)
+    deliverer.run_once()
+
+    assert journal_of(subscribed) == [waiting, *before[10:]]
+    assert [(d.event_seq, d.status) for d in deliveries_of(subscribed)] == [(waiting[0], "pending")] + [(seq, "delivered") for seq, _ in before[10:]]
+    assert [item["id"] for item in feed_items(subscribed)] == [waiting[1]] + [event_id for _, event_id in before[10:]], "nothing published again"
+
+    age(subscribed, recent_call)
+    deliverer.run_once()
+    assert len(deliveries_of(subscribed)) == 6, "no second prune within the hour"
+    deliverer.prune_every = timedelta(0)
+    deliverer.run_once()
+    assert [(d.event_seq, d.status) for d in deliveries_of(subscribed)] == [(waiting[0], "pending")]
+
+
+def test_pruning_a_quiet_journal_keeps_its_newest_event_so_no_seq_is_handed_out_again(subscribed, receiver, monkeypatch):
+    """SQLite gives a new row the largest seq plus one: with the newest event gone, the next event
+    would take its seq, behind feed cursors and `queued_through_seq`, and never be sent."""
+    monkeypatch.setattr(journal, "RESCAN_ROWS", 0)  # every history event past its rescan window
+    calls = ["CA" + "b1" * 16, "CA" + "b2" * 16]
+    for call_sid in calls:
+        call_with_fallback(subscribed.test_client(), call_sid)
+    run_until(worker(subscribed), lambda: len(receiver.received) >= 10)
+    for call_sid in calls:
+        age(subscribed, call_sid)
+    handed_out = journal_of(subscribed)
+
+    worker(subscribed).run_once()
+    assert journal_of(subscribed) == handed_out[-1:], "all but the newest event pruned"
+    assert deliveries_of(subscribed) == []
+    assert [item["id"] for item in feed_items(subscribed)] == [handed_out[-1][1]], "no old history or end published again"
+
+    call_with_fallback(subscribed.test_client(), "CA" + "b3" * 16)
+    run_until(worker(subscribed), lambda: len(receiver.received) >= 15)
+    new = [row for row in journal_of(subscribed) if row not in handed_out]  # the old newest one is pruned now
+    assert len(new) == 5 and min(seq for seq, _ in new) > max(seq for seq, _ in handed_out)
+    assert [item.event["type"] for item in receiver.received[10:]] == LIFECYCLE_TYPES, "the new call's events were all sent"
+
+
+def test_an_old_event_kept_for_a_pending_delivery_does_not_make_the_publisher_publish_old_history_again(subscribed, receiver):
+    """The journal's start is its oldest history event: the rescan must not reach history pruned after it."""
+    old_call = "CA" + "c1" * 16
+    call_with_fallback(subscribed.test_client(), old_call)
+    run_until(worker(subscribed), lambda: len(receiver.received) >= 5)
+    age(subscribed, old_call)
+    with subscribed.extensions["gateway"].engine.begin() as connection:
+        connection.execute(
+            text("UPDATE event_deliveries SET status = 'pending', next_attempt_at = :later WHERE event_seq = :seq"),
+            {"later": datetime.now(timezone.utc) + timedelta(hours=1), "seq": journal_of(subscribed)[1][0]},
+        )
+    call_with_fallback(subscribed.test_client(), "CA" + "c2" * 16)
+    deliverer = worker(subscribed)
+    run_until(deliverer, lambda: len(receiver.received) >= 10)
+    deliverer.run_once()
+
+    feed = feed_items(subscribed)
+    assert len(feed) == len({item["id"] for item in feed}) == 9, "the old call's end pruned, nothing added twice"
+    assert [item["data"]["id"] for item in feed[:4]] == [feed[0]["data"]["id"]] * 4, "the old call's history stays first"
+    assert [item["type"] for item in feed[4:]] == LIFECYCLE_TYPES
+
+
+def test_a_conversation_whose_old_history_was_pruned_still_gets_its_end_event(subscribed, receiver, monkeypatch):
+    """A conversation may run longer than the retention: its end must not wait for history that is gone."""
+    monkeypatch.setattr(journal, "RESCAN_ROWS", 4)
+    long_call = "CA" + "d1" * 16
+    client = subscribed.test_client()
+    first = post_signed(client, "/voice/call", call_params(call_sid=long_call))
+    twilio_posts(client, action_path(first), long_call, DialCallStatus="completed", DialCallSid="CA" + "e" * 32)
+    run_until(worker(subscribed), lambda: len(receiver.received) >= 2)
+    age(subscribed, long_call)
+    call_with_fallback(client, "CA" + "d2" * 16)
+    run_until(worker(subscribed), lambda: len(receiver.received) >= 7)
+    assert len(journal_of(subscribed)) == 5, "the long call's history pruned"
+
+    twilio_posts(client, "/voice/status", long_call, CallStatus="completed", CallDuration="61", SequenceNumber="3")
+    run_until(worker(subscribed), lambda: len(receiver.received) >= 8)
+    ended = receiver.received[-1].event
+    assert ended["type"] == "conversation.ended" and ended["data"]["state"] == "handoff_completed"
+    assert [item["type"] for item in feed_items(subscribed)] == [*LIFECYCLE_TYPES, "conversation.ended"], "old history not published again"

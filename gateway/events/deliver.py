@@ -6,6 +6,7 @@ delivery, signed per Standard Webhooks by the `standardwebhooks` library. At lea
 delivery is marked delivered only after the receiver's 2xx, so a worker killed mid-send sends
 again. Timeouts, connection errors, 408, 429, 3xx and 5xx retry with exponential backoff and
 jitter (honouring Retry-After) for 24 hours; any other 4xx stops that event and records why.
+At most once an hour it also prunes what is older than the retention (gateway/events/retention.py).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import logging
 import os
 import random
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -24,7 +26,7 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 from standardwebhooks.webhooks import Webhook
 
-from gateway.events import deliveries, journal
+from gateway.events import deliveries, journal, retention
 from gateway.config.file import GatewayConfig
 from gateway.infra import deadline_http
 from gateway.storage.models import EventDelivery, PublishedEvent, utcnow
@@ -42,6 +44,10 @@ BACKOFF_BASE = 5.0
 MAX_DELAY = 3600.0
 #: How long an idle worker waits before looking for new history again.
 POLL_SECONDS = 1.0
+#: Events are kept this long unless GATEWAY_EVENTS_RETENTION_DAYS says otherwise.
+RETENTION = timedelta(days=30)
+#: A worker prunes old events at most this often (and on its first pass).
+PRUNE_EVERY = timedelta(hours=1)
 #: After the database fails, the worker waits this long (doubling, up to a minute) before trying again.
 DATABASE_RETRY_SECONDS = 1.0
 
@@ -153,9 +159,13 @@ class Deliverer:
         timeout: tuple[float, float] = HTTP_TIMEOUT,
         horizon: timedelta = RETRY_HORIZON,
         poll_seconds: float = POLL_SECONDS,
+        retention: timedelta = RETENTION,
+        prune_every: timedelta = PRUNE_EVERY,
     ) -> None:
         self.engine, self.config, self.signing = engine, config, signing
         self.backoff_base, self.timeout, self.horizon, self.poll_seconds = backoff_base, timeout, horizon, poll_seconds
+        self.retention, self.prune_every = retention, prune_every
+        self._pruned_at: float | None = None  # time.monotonic() of this worker's last prune
         self.rng = random.Random()
         self.project_keys = [project.key for project in config.projects]
 
@@ -177,14 +187,25 @@ class Deliverer:
                 stop.wait(self.poll_seconds)
 
     def run_once(self) -> int:
-        """One pass: publish, queue, and send all that is due; how many sends were tried."""
+        """One pass: publish, queue, prune when due, and send all that is due; how many sends were tried."""
         with Session(self.engine, expire_on_commit=False) as session:
             journal.publish(session, self.project_keys)
             deliveries.queue(session, self.config)
+            self._prune_when_due(session)
         sent = 0
         while self._send_one():
             sent += 1
         return sent
+
+    def _prune_when_due(self, session: Session) -> None:
+        """The first pass prunes, then one an hour: old rows pile up slowly, and each prune scans for them."""
+        started = time.monotonic()
+        if self._pruned_at is not None and started - self._pruned_at < self.prune_every.total_seconds():
+            return
+        gone = retention.prune(session, utcnow() - self.retention)
+        self._pruned_at = started
+        if any(gone):
+            log.info("pruned %d deliveries and %d events older than %s", *gone, self.retention)
 
     def _send_one(self) -> bool:
         """Claim one due delivery, send it, record the outcome, commit; False when none is due."""

@@ -18,7 +18,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from collections.abc import Iterable
 
-from sqlalchemy import exists, func, literal, or_
+from sqlalchemy import ColumnElement, and_, exists, func, literal, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -119,25 +119,35 @@ def _draft(event_id: str, kind: str, created_at: datetime, conversation: Convers
     )
 
 
-def _unpublished_history(session: Session, now: datetime) -> list[HandoffEvent]:
-    """History not yet in the journal, never from before where the journal starts.
+def _publishable(session: Session, now: datetime) -> ColumnElement[bool]:
+    """The history rows `publish` still looks at: those it would add if they were missing.
 
     A new journal starts with the last day; the rescan window of later passes is counted in
     ids, not time, and without that start it would publish older history after newer events.
+    The start is the oldest history event kept, so pruning moves it later: pruning keeps the
+    whole rescan window (gateway/events/retention.py), so no row it removed is ever looked at again.
     """
     oldest, newest = session.exec(select(func.min(PublishedEvent.history_id), func.max(PublishedEvent.history_id))).one()
-    query = select(HandoffEvent).where(~exists().where(PublishedEvent.history_id == HandoffEvent.id))
     if newest is None:
-        query = query.where(HandoffEvent.at >= now - LOOKBACK)  # a new journal: the last day only
-    else:
-        start = session.exec(select(PublishedEvent.created_at).where(PublishedEvent.history_id == oldest)).one()
-        query = query.where(HandoffEvent.id > newest - RESCAN_ROWS, HandoffEvent.at >= store.as_utc(start))
+        return HandoffEvent.at >= now - LOOKBACK  # a new journal: the last day only
+    start = session.exec(select(PublishedEvent.created_at).where(PublishedEvent.history_id == oldest)).one()
+    return and_(HandoffEvent.id > newest - RESCAN_ROWS, HandoffEvent.at >= store.as_utc(start))
+
+
+def _unpublished_history(session: Session, now: datetime) -> list[HandoffEvent]:
+    """History not yet in the journal, never from before where the journal starts."""
+    query = (
+        select(HandoffEvent)
+        .where(~exists().where(PublishedEvent.history_id == HandoffEvent.id))
+        .where(_publishable(session, now))
+    )
     return list(session.exec(query.order_by(HandoffEvent.id).limit(BATCH)))
 
 
 def _unpublished_ends(session: Session, project_keys: list[str], now: datetime) -> list[Conversation]:
     """Conversations that ended in the last day without their end event, and with all their
-    history published (by when they ended: a chat or SMS thread may run for days).
+    history published (by when they ended: a chat or SMS thread may run for days). History
+    the publisher no longer looks at (before the journal's start, or pruned) holds no end back.
 
     A call that ended with its transfer still in progress waits for the transfer's outcome
     (`TRANSFER_OUTCOME_WAIT`), so the end stays the conversation's last event.
@@ -148,6 +158,7 @@ def _unpublished_ends(session: Session, project_keys: list[str], now: datetime) 
         exists()
         .where(HandoffEvent.conversation_id == Conversation.id)
         .where(~exists().where(PublishedEvent.history_id == HandoffEvent.id))
+        .where(_publishable(session, now))
     )
     query = (
         select(Conversation)
