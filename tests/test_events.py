@@ -223,3 +223,20 @@ def test_a_new_journal_keeps_its_start_on_later_passes_so_older_history_never_fo
 
     assert [e["type"] for e in feed(client)["items"]] == ["handoff.completed"]
     assert [e["type"] for e in feed(client)["items"]] == ["handoff.completed"]
+
+
+def test_a_conversation_that_began_before_the_journal_still_ends_with_its_event(client, session):
+    """Found by an outside review: history from before the journal's start is never published,
+    and the end waited for all of a conversation's history, so it never came."""
+    first = post_signed(client, "/voice/call", call_params(call_sid=CALL_SID))
+    second = twilio_posts(client, action_path(first), CALL_SID, DialCallStatus="busy")
+    conversation = store.conversation_by_call_sid(session, CALL_SID)
+    for entry in store.history(session, conversation.id):  # from before the journal starts
+        entry.at -= timedelta(days=2)
+        session.add(entry)
+    session.commit()
+    twilio_posts(client, action_path(second), CALL_SID, DialCallStatus="completed", DialCallSid="CA" + "e" * 32)
+    assert [e["type"] for e in feed(client)["items"]] == ["handoff.completed"]
+
+    twilio_posts(client, "/voice/status", CALL_SID, CallStatus="completed", CallDuration="60", SequenceNumber="3")
+    assert [e["type"] for e in feed(client)["items"]] == ["handoff.completed", "conversation.ended"]
