@@ -270,7 +270,7 @@ def remove_destination(name: str, account: str, project: str) -> None:
     """Remove the database destination NAME (the config file's are changed in the file)."""
     project_config = _project(_config(None), account, project)
     with _database() as session, _catalog_errors():
-        catalog.delete(session, project_config, name)
+        catalog.delete(session, project_config, name, shadowed_too=True)
         session.commit()
     click.echo(f"removed {name} from {project_config.key}")
 

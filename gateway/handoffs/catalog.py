@@ -83,14 +83,15 @@ def update(session: Session, project: ProjectConfig, name: str, changes: dict) -
     return destination
 
 
-def delete(session: Session, project: ProjectConfig, name: str) -> None:
-    """A stored destination is removed even when the file has since taken its name.
+def delete(session: Session, project: ProjectConfig, name: str, *, shadowed_too: bool = False) -> None:
+    """Remove a stored destination; a name the config file holds is 409 `managed_by_config` (SPEC §5).
 
-    The file's entry then shadows it (`find` answers the file's), and removing the stored one is
+    `shadowed_too` (the operator's CLI) removes a stored destination whose name the file has taken
+    since: the file's entry shadows it (`find` answers the file's), and removing the stored one is
     the only way to end the clash without taking the file entry out again.
     """
-    row = project_store.stored_destination(session, project.key, name) or _writable(session, project, name)
-    project_store.remove_destination(session, row)
+    stored = project_store.stored_destination(session, project.key, name) if shadowed_too else None
+    project_store.remove_destination(session, stored or _writable(session, project, name))
 
 
 def _writable(session: Session, project: ProjectConfig, name: str) -> StoredDestination:
