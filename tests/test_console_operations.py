@@ -254,6 +254,7 @@ def test_each_numbers_order_of_destinations_is_shown(operator):
         ("route", {"method": "invite", "route": ""}),
         ("timeout", {"timeout": "2"}),
         ("timeout", {"timeout": "soon"}),
+        ("timeout", {"timeout": "\u00b2"}),  # str.isdigit() takes '²', int() refuses it: was a 500
         ("sip_headers", {"header_name": "Caller", "header_value": "$caller_id"}),
     ],
 )

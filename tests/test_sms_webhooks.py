@@ -483,3 +483,14 @@ def test_a_reply_from_a_messaging_service_whose_campaign_is_verified(client, twi
 
 def twiml_messages(response) -> list[str]:
     return [message.text for message in twiml_root(response.data).iter("Message")]
+
+
+def test_counts_twilio_never_sends_are_read_as_none_not_a_500(client, session, twilio_api):
+    """Found by an outside review: '²' passes str.isdigit() and int() refuses it."""
+    params = inbound_params("hello")
+    params.update(NumMedia="\u00b2", MediaUrl0="https://api.twilio.com/media/ME1")
+    assert post_signed(client, "/sms/inbound", params).status_code == 200
+    (line,) = message_store.transcript(session, session.exec(select(Conversation)).one().id)[:1]
+    assert line.text == "hello"
+    status = post_signed(client, "/sms/status", {**status_params("SM" + "1" * 32, "failed"), "ErrorCode": "\u00b2"})
+    assert status.status_code == 204

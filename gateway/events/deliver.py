@@ -29,6 +29,7 @@ from standardwebhooks.webhooks import Webhook
 from gateway.events import deliveries, journal, retention
 from gateway.config.file import GatewayConfig
 from gateway.infra import deadline_http
+from gateway.infra.safe_text import whole_number
 from gateway.storage.models import EventDelivery, PublishedEvent, utcnow
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,8 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isascii() and value.isdigit():  # str.isdigit() alone takes '²' (a header byte 0xB2), which float() refuses
-        return float(value)
+    if (seconds := whole_number(value)) is not None:
+        return float(seconds)
     try:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError):

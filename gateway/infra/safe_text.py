@@ -25,6 +25,12 @@ def xml_legal(text: str) -> str:
     return _NOT_XML_CHAR.sub("", text)
 
 
+def whole_number(text: str) -> int | None:
+    """Digits 0-9 as a number, else None. `str.isdigit()` alone also takes '²' and other Unicode
+    digits (a header or form byte 0xB2 reads as '²'), which `int()` then refuses with a 500."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def is_storable(text: str) -> bool:
     """No NUL (PostgreSQL text can't hold it) and no lone surrogate (UTF-8 can't encode it)."""
     return _UNSTORABLE_CHAR.search(text) is None

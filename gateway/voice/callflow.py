@@ -21,7 +21,7 @@ from gateway.config.file import NumberRoute, ProjectConfig
 from gateway.config.destinations import E164, Destination
 from gateway.storage.models import new_id
 from gateway.voice.routing import CallContext, plan_transfer
-from gateway.infra.safe_text import xml_legal
+from gateway.infra.safe_text import whole_number, xml_legal
 from gateway.voice.twiml import NO_AGENT_APOLOGY, Links, TwimlRenderer
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def dial_result_from_twilio(form, attempt: int) -> TransferResult:
         parts = [f"DialCallStatus={status}"]
         if form.get("DialSipResponseCode"):
             parts.append(f"SIP {form['DialSipResponseCode']}")
-        if form.get("DialCallDuration", "").isdigit():  # the agent's talk time: the overview's time to answer
+        if whole_number(form.get("DialCallDuration", "")) is not None:  # the agent's talk time: the overview's time to answer
             parts.append(f"DialCallDuration={form['DialCallDuration']}")
         return TransferResult(attempt, status in DIAL_SUCCESS, " ".join(parts), caller_gone)
     status = form.get("ReferCallStatus")

@@ -19,6 +19,8 @@ import socket
 import threading
 import time
 
+from gateway.infra.safe_text import whole_number
+
 log = logging.getLogger(__name__)
 
 #: A webhook form is a few kilobytes; even 256 KiB takes well under this on any working link.
@@ -82,11 +84,11 @@ class BodyDeadline:
 
     def __call__(self, environ, start_response):
         sock = environ.get("gunicorn.socket")
-        length = environ.get("CONTENT_LENGTH") or ""
+        length = whole_number(environ.get("CONTENT_LENGTH") or "")
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if sock is None or not (chunked or (length.isdigit() and 0 < int(length) <= self.max_bytes)):
+        if sock is None or not (chunked or (length is not None and 0 < length <= self.max_bytes)):
             return self.app(environ, start_response)  # no body, or one Flask refuses unread (413)
-        wanted = self.max_bytes + 1 if chunked else int(length)
+        wanted = self.max_bytes + 1 if chunked else length
         self._watchdog.watch(sock, self.seconds)
         try:
             body = environ["wsgi.input"].read(wanted)

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, request
 from gateway.storage import message_store
 from gateway.texting import messaging
 from gateway.voice import call_records
-from gateway.infra.safe_text import xml_legal
+from gateway.infra.safe_text import whole_number, xml_legal
 from gateway.web import current_gateway, db
 from gateway.web.outbox import outbox
 from gateway.web.signature import twilio_signed
@@ -55,8 +55,7 @@ def inbound() -> Response:
 
 def _media(form) -> tuple[messaging.Media, ...]:
     """The attachments of an MMS, as Twilio lists them (NumMedia, then MediaUrl0, MediaContentType0, ...)."""
-    count = form.get("NumMedia", "")
-    indexes = range(min(int(count), MAX_MEDIA) if count.isdigit() else 0)
+    indexes = range(min(whole_number(form.get("NumMedia", "")) or 0, MAX_MEDIA))
     return tuple(
         messaging.Media(url=xml_legal(url), content_type=xml_legal(form.get(f"MediaContentType{index}", "")))
         for index in indexes
@@ -73,14 +72,13 @@ def status() -> Response:
     if not sid or not state:
         log.warning("SMS status callback without MessageSid or MessageStatus; ignored")
         return Response(status=204)
-    code = form.get("ErrorCode", "")
-    error_code = int(code) if code.isdigit() else None
+    error_code = whole_number(form.get("ErrorCode", ""))
     try:
         if message_store.record_status(db(), sid=sid, status=state.lower(), error_code=error_code) is None:
             log.info("status %s for SMS %s, which we have not stored (yet); kept for when it is", state, sid)
         db().commit()
     except call_records.DATABASE_ERRORS as error:
-        _database_unavailable(error, f"status {state} (error {code or 'none'}) of SMS {sid} was not recorded")
+        _database_unavailable(error, f"status {state} (error {error_code or 'none'}) of SMS {sid} was not recorded")
     return Response(status=204)
 
 

@@ -10,13 +10,17 @@ from gateway import presenters
 from gateway.infra import strict_json
 from gateway.storage import store
 from gateway.storage.apikeys import KeyCheck, check_key
-from gateway.infra.safe_text import is_storable
+from gateway.infra.safe_text import is_storable, whole_number
 from gateway.web import current_gateway, db
 from gateway.web.api import openapi, schemas
 from gateway.errors import GatewayError, invalid_input
 
 
 bp = Blueprint("api", __name__, url_prefix="/v1/<account_id>/<project_id>")
+
+#: Listings' page size: when `limit` is absent, and at most.
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
 
 
 @bp.url_value_preprocessor
@@ -127,6 +131,14 @@ def _validated_body(model: type[BaseModel], required: bool, refused_as: str) -> 
         return model.model_validate(json_body(optional=not required))
     except ValidationError as error:
         raise invalid_input(error, model, refused_as) from None
+
+
+def page_limit() -> int:
+    """The `limit` argument of a listing, DEFAULT_PAGE when absent."""
+    limit = whole_number(request.args.get("limit", str(DEFAULT_PAGE)))
+    if limit is None or not 1 <= limit <= MAX_PAGE:
+        raise GatewayError(400, "invalid_parameter", f"limit must be a whole number from 1 to {MAX_PAGE}.")
+    return limit
 
 
 def conversation_or_404(*, conversation_id: str | None = None, shared_id: str | None = None):

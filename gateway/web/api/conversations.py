@@ -15,12 +15,10 @@ from gateway.storage.models import CONVERSATION_ID_LENGTH
 from gateway.errors import GatewayError
 from gateway.handoff_requests import request_handoff
 from gateway.web import current_gateway, db
-from gateway.web.api import bp, conversation_or_404, openapi, operation, schemas
+from gateway.web.api import MAX_PAGE, bp, conversation_or_404, openapi, operation, page_limit, schemas
 from gateway.web.callbacks import call_flow
 from gateway.web.outbox import outbox
 
-DEFAULT_PAGE = 50
-MAX_PAGE = 200
 
 
 @bp.post("/conversations/<conversation_id>/handoff")
@@ -107,7 +105,7 @@ def list_conversations():
         until=_timestamp_arg("until"),
         search=search.terms_for(request.args.get("q", ""), own_numbers),
     )
-    limit = _limit_arg()
+    limit = page_limit()
     rows = store.list_conversations(db(), g.project.key, filters, limit=limit + 1, after=_cursor_arg())
     page, more = rows[:limit], len(rows) > limit
     next_cursor = _encode_cursor(page[-1]) if more else None
@@ -151,13 +149,6 @@ def _timestamp_arg(name: str) -> datetime | None:
 def _in_utc(moment: datetime) -> datetime:
     """Times are stored in UTC, and SQLite compares them as text: an offset must become UTC first."""
     return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def _limit_arg() -> int:
-    value = request.args.get("limit", str(DEFAULT_PAGE))
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
-        raise GatewayError(400, "invalid_parameter", f"limit must be a whole number from 1 to {MAX_PAGE}.")
-    return int(value)
 
 
 def _encode_cursor(row) -> str:

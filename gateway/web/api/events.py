@@ -7,11 +7,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.config import event_types
 from gateway.events import journal
 from gateway.web import current_gateway, db
-from gateway.web.api import bp, openapi, operation, schemas
+from gateway.web.api import MAX_PAGE, bp, openapi, operation, page_limit, schemas
 from gateway.errors import GatewayError
+from gateway.infra.safe_text import whole_number
 
-DEFAULT_PAGE = 50
-MAX_PAGE = 200
 
 #: What `types` documents: each type, and the globs integrators use most (any glob works).
 TYPE_CHOICES = [*event_types.EVENT_TYPES, "handoff.*", "conversation.*", "*"]
@@ -46,7 +45,7 @@ def list_events():
     """Events after a cursor, oldest first; `next_cursor` is where to continue (the same when nothing is new)."""
     after = _after_arg()
     types = _types_arg()
-    limit = _limit_arg()
+    limit = page_limit()
     session = db()
     try:
         journal.publish(session, [project.key for project in current_gateway().config.projects])
@@ -59,9 +58,10 @@ def list_events():
 
 def _after_arg() -> int:
     value = request.args.get("after", "0")
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+    after = whole_number(value)
+    if after is None or len(value) > 18:
         raise GatewayError(400, "invalid_cursor", "after must be a next_cursor this API gave out; leave it out to start from the oldest.")
-    return int(value)
+    return after
 
 
 def _types_arg() -> list[str]:
@@ -78,10 +78,3 @@ def _types_arg() -> list[str]:
                 f"types: {pattern!r} matches no event type; use globs of {', '.join(event_types.EVENT_TYPES)}.",
             )
     return event_types.types_matching(patterns)
-
-
-def _limit_arg() -> int:
-    value = request.args.get("limit", str(DEFAULT_PAGE))
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
-        raise GatewayError(400, "invalid_parameter", f"limit must be a whole number from 1 to {MAX_PAGE}.")
-    return int(value)

@@ -47,7 +47,7 @@ from gateway.config.file import NumberRoute, ProjectConfig
 from gateway.config.destinations import METHOD_HELP, has_control_character
 from gateway.errors import GatewayError
 from gateway.handoffs.handoff import LIFECYCLE_STATES
-from gateway.infra.safe_text import is_storable
+from gateway.infra.safe_text import is_storable, whole_number
 from gateway.web import current_gateway, db
 from gateway.web.console import headers as console_headers
 from gateway.web.ops import UNCOUNTED
@@ -355,8 +355,8 @@ def _read_form(form: MultiDict) -> tuple[dict, dict, dict[str, str]]:
         if typed[key]:
             body[key] = typed[key]
     if typed["timeout"]:
-        if typed["timeout"].isdigit():
-            body["timeout"] = int(typed["timeout"])
+        if (seconds := whole_number(typed["timeout"])) is not None:
+            body["timeout"] = seconds
         else:
             errors["timeout"] = "write whole seconds, for example 20"
     return typed, body, errors
