@@ -8,11 +8,13 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import requests
 from sqlalchemy import text
 from sqlmodel import Session, select
 from standardwebhooks.webhooks import Webhook
 
 from gateway.events import deliver, deliveries, journal
+from gateway.infra import deadline_http
 from gateway.storage.models import EventDelivery, PublishedEvent
 from gateway.storage.store import as_utc
 from tests.events_support import (
@@ -191,6 +193,27 @@ def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_answer_timeout(ma
     first = deliveries_of(app)[0]
     assert (first.status, first.attempts, first.last_status_code) == ("pending", 1, None)
     assert "timed out" in first.last_error
+
+
+def test_the_answer_deadline_holds_through_an_http_proxy(raw_receiver, monkeypatch):
+    """Found by an outside review: requests sends through $HTTP_PROXY with pools of its own, which
+    the deadline did not watch, so behind an egress proxy a trickling answer held the worker."""
+
+    def trickle(conn, done):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        until = time.monotonic() + 4.0
+        while time.monotonic() < until and not done.wait(0.1):
+            conn.sendall(b"a")
+        conn.sendall(b"\r\nContent-Length: 0\r\n\r\n")
+
+    proxy = raw_receiver(trickle).removesuffix("/hooks/handoff")  # it answers as the proxy would pass it on
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", proxy)
+    started = time.monotonic()
+    with pytest.raises(requests.Timeout):
+        deadline_http.post("http://crm.example.test/hooks", data=b"{}", headers={}, connect_seconds=1.0, answer_seconds=0.5)
+    assert time.monotonic() - started < 2.0
 
 
 def test_a_retry_after_the_worker_cannot_read_is_ignored_and_the_worker_goes_on(make_app, config_path, raw_receiver):

@@ -242,8 +242,10 @@ class Deliverer:
             response = deadline_http.post(
                 url, data=event.body.encode(), headers=headers, connect_seconds=self.timeout[0], answer_seconds=self.timeout[1]
             )
+        except requests.ConnectTimeout:
+            return Answer(None, f"could not connect within {self.timeout[0]:g} s")
         except requests.Timeout:
-            return Answer(None, f"timed out after {self.timeout[1]:.0f} s")
+            return Answer(None, f"timed out after {self.timeout[1]:g} s")
         except requests.ConnectionError as error:
             return Answer(None, f"could not connect: {type(error).__name__}")
         except requests.RequestException as error:

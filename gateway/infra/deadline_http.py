@@ -29,6 +29,7 @@ class _Deadline:
         self._timer: threading.Timer | None = None
 
     def watch(self, sock: socket.socket) -> None:
+        self.cancel()  # one timer a POST, even if its connection were made again
         self._timer = threading.Timer(self.seconds, self._cut, args=(sock,))
         self._timer.daemon = True
         self._timer.start()
@@ -70,10 +71,22 @@ class _HTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _HTTPSConnection
 
 
+_WATCHED_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
 class _Adapter(HTTPAdapter):
     def init_poolmanager(self, *args, **kwargs) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        """Through $HTTP(S)_PROXY too: requests makes its own pools for a proxy, and a trickling
+        answer through unwatched ones held the worker as before. (A SOCKS proxy's pools are its
+        own classes; its answers keep requests' per-read timeout only.)"""
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
 
 
 def post(url: str, *, data: bytes, headers: dict[str, str], connect_seconds: float, answer_seconds: float) -> requests.Response:
