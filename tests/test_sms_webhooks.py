@@ -494,3 +494,19 @@ def test_counts_twilio_never_sends_are_read_as_none_not_a_500(client, session, t
     assert line.text == "hello"
     status = post_signed(client, "/sms/status", {**status_params("SM" + "1" * 32, "failed"), "ErrorCode": "\u00b2"})
     assert status.status_code == 204
+
+
+def test_a_full_length_text_with_ten_long_attachments_is_kept_whole_not_refused(client, session, twilio_api):
+    """Found by an outside review: the attachment lines pushed Twilio's 1,600 characters past a
+    chat message's 4,000, the turn was refused unstored, and the customer got the outage apology."""
+    docx = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    params = inbound_params("x" * 1600)
+    params["NumMedia"] = "10"
+    for index in range(10):
+        params[f"MediaUrl{index}"] = f"https://api.twilio.com/2010-04-01/Accounts/AC{'1' * 32}/Messages/MM{'2' * 32}/Media/ME{index:032d}"
+        params[f"MediaContentType{index}"] = docx
+    response = post_signed(client, "/sms/inbound", params)
+    assert "cannot answer right now" not in response.get_data(as_text=True)
+    (line,) = [m.text for m in message_store.transcript(session, session.exec(select(Conversation)).one().id) if m.role == "customer"]
+    assert len(line) <= 4000 and line.startswith("x" * 1600 + "\n[media " + docx)
+    assert line.endswith("\n[1 more attachment]") and line.count("[media ") == 9

@@ -365,7 +365,15 @@ class InboundSms:
         """The customer's line of the thread: the body, then a line per attachment, so a
         picture sent without words is a turn like any other and an operator can find it."""
         lines = [self.body] if self.body.strip() else []
-        lines += [f"[media {item.content_type or 'unknown type'}: {item.url}]" for item in self.media]
+        for index, item in enumerate(self.media):
+            line = f"[media {item.content_type or 'unknown type'}: {item.url}]"
+            left = len(self.media) - index
+            # Twilio's 1,600 characters and ten long URLs can outgrow a chat message: the customer's
+            # words must never be refused for the sake of the links.
+            if sum(map(len, lines)) + len(lines) + len(line) + len("\n[99 more attachments]") > chat.MAX_MESSAGE_LENGTH:
+                lines.append(f"[{left} more attachment{'s' if left > 1 else ''}]")
+                break
+            lines.append(line)
         return "\n".join(lines)
 
 
