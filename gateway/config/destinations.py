@@ -35,7 +35,8 @@ _ENCODED_CONTROL = re.compile(r"%(?:[01][0-9a-f]|7f)", re.IGNORECASE)
 MAX_SIP_URI_LENGTH = 254
 #: ... and custom headers of 1,024 characters or more.
 MAX_SIP_HEADERS_LENGTH = 1023
-#: `X-Conversation-Id` always travels; its value is a UUID.
+#: A conversation id is a UUID's text form: the width of its column, and of the
+#: `X-Conversation-Id` header that always travels.
 CONVERSATION_ID_LENGTH = 36
 
 Method = Literal["refer", "invite", "bye"]

@@ -6,16 +6,13 @@ from datetime import datetime, timezone
 from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
+from gateway.config.destinations import CONVERSATION_ID_LENGTH
 from gateway.config.file import EVENT_WEBHOOK_URL_MAX
 from gateway.infra.random_ids import time_ordered_uuid
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-#: A conversation id's column width: a UUID's text form.
-CONVERSATION_ID_LENGTH = 36
 
 
 def new_id() -> str:
