@@ -115,6 +115,11 @@ def delivery_registry(read: Callable[[], tuple[dict[str, int], float] | None]) -
 _current: ContextVar[Metrics | None] = ContextVar("gateway_metrics", default=None)
 
 
+#: A WSGI environ key: a request carrying it counts in no metric (the console's simulated call,
+#: which is deleted afterwards, would otherwise show on dashboards as a handoff that never was).
+UNCOUNTED = "gateway.uncounted"
+
+
 def activate(metrics: Metrics | None) -> None:
     """Count into `metrics` from now on in this context (None: count nothing)."""
     _current.set(metrics)

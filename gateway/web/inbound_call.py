@@ -22,7 +22,6 @@ from gateway.infra import jsonlog, metrics
 from gateway.voice import calls
 from gateway.voice.callflow import CALL_FIELDS, CallFlow, InboundCall
 from gateway.voice.twiml import NO_AGENT_APOLOGY, Links
-from gateway.web.ops import UNCOUNTED
 from gateway.web.signature import base_url_of, missing_fields, signature_refusal
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ class InboundCallEndpoint:
             if body is not None:
                 environ["wsgi.input"] = io.BytesIO(body)  # Flask reads the same bytes again
             return self.fall_through(environ, start_response)
-        if not environ.get(UNCOUNTED):
+        if not environ.get(metrics.UNCOUNTED):
             self.latency.observe(time.perf_counter() - started)
         payload = answer.encode()
         start_response("200 OK", [("Content-Type", "text/xml; charset=utf-8"), ("Content-Length", str(len(payload)))])
@@ -110,7 +109,7 @@ class InboundCallEndpoint:
         flow = CallFlow(gateway.renderer, Links(base_url))
         jsonlog.clear()
         jsonlog.bind(method="POST", path=PATH, call_sid=inbound.call_sid)
-        metrics.activate(None if environ.get(UNCOUNTED) else self.metrics)
+        metrics.activate(None if environ.get(metrics.UNCOUNTED) else self.metrics)
         try:
             return calls.take_call(gateway, route, inbound, flow)
         except Exception:  # even the fail-open answer failed: an answer that needs nothing

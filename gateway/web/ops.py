@@ -22,9 +22,6 @@ bp = Blueprint("ops", __name__)
 
 #: Requests that matched no URL rule share one label, so probes of random paths add no series.
 UNMATCHED_ROUTE = "unmatched"
-#: A WSGI environ key: a request carrying it counts in no metric (the console's simulated call,
-#: which is deleted afterwards, would otherwise show on dashboards as a handoff that never was).
-UNCOUNTED = "gateway.uncounted"
 
 
 def current_metrics() -> metrics.Metrics:
@@ -75,7 +72,7 @@ def _delivery_state() -> tuple[dict[str, int], float] | None:
 
 def _start_request(_app: Flask, **_extra) -> None:
     jsonlog.clear()
-    if request.environ.get(UNCOUNTED):
+    if request.environ.get(metrics.UNCOUNTED):
         metrics.activate(None)
         return
     g.request_timer = time.perf_counter()

@@ -38,7 +38,7 @@ from werkzeug.test import Client
 
 from gateway.events import deliveries
 from gateway.handoffs import catalog
-from gateway.infra import jsonlog
+from gateway.infra import jsonlog, metrics
 from gateway.storage import search, store
 from gateway.voice import callflow
 from gateway.web.console import overview, timeline, transcript
@@ -50,7 +50,6 @@ from gateway.handoffs.handoff import LIFECYCLE_STATES
 from gateway.infra.safe_text import is_storable, whole_number
 from gateway.web import current_gateway, db
 from gateway.web.console import headers as console_headers
-from gateway.web.ops import UNCOUNTED
 from gateway.web.signature import public_base_url, simulated_call_form
 
 CONSOLE_PATH = "/console"
@@ -488,7 +487,7 @@ def simulate_call(to_number: str, from_number: str) -> tuple[int, str]:
             base_url=base,
             data=params,
             headers={"X-Twilio-Signature": signature},
-            environ_overrides={UNCOUNTED: True},
+            environ_overrides={metrics.UNCOUNTED: True},
         )
         return response.status_code, response.get_data(as_text=True)
     finally:
