@@ -373,6 +373,9 @@ def test_a_form_from_one_projects_page_never_writes_to_the_project_switched_to_s
     assert stored(console_app, session, "Sales") is not None
     no_project = operator.post("/console/handoffs/delete/Sales", data={"csrf_token": csrf_of(operator)})
     assert no_project.status_code == 409 and "a page that does not say its project" in text_of(no_project)
+    # A path no form posts to is Flask's 404, not a project switched in another tab.
+    assert operator.post("/console/no-such-page", data={"csrf_token": csrf_of(operator)}).status_code == 404
+    assert operator.post("/console/overview", data={"csrf_token": csrf_of(operator)}).status_code == 405
 
 
 def test_config_destinations_cannot_be_edited_or_deleted(operator, console_app, session, config_path):
