@@ -351,6 +351,14 @@ def test_a_reply_over_twilios_1600_characters_goes_out_as_several_messages_in_or
     assert " ".join(parts).split() == answer.split()  # cut between words, nothing lost
 
 
+def test_a_reply_longer_than_four_messages_is_cut_to_four(client, twilio_api):
+    """Each part is paid for: an assistant that answers 100 KB must not text sixty messages."""
+    twilio_api.add(responses.POST, ASSISTANT_URL, json={"response": "word " * 20_000})
+    parts = twiml_messages(text_in(client, "tell me everything", to="+18885550499"))
+    assert len(parts) == 4 and all(0 < len(part) <= 1600 for part in parts)
+    assert parts[-1].endswith("…")
+
+
 # --- delivery status -------------------------------------------------------------------------
 
 @pytest.fixture

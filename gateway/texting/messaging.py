@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Twilio's limit for one message body (it splits longer texts into segments up to this).
 MAX_BODY_LENGTH = 1600
+#: At most this many <Message>s answer one text; a longer reply is cut (`message_parts`).
+MAX_REPLY_PARTS = 4
 #: How long a campaign status read from Twilio is trusted before asking again.
 CAMPAIGN_CACHE_SECONDS = 300.0
 
@@ -408,12 +410,16 @@ def handle_inbound(session: Session, outbox: Outbox, route: NumberRoute, sms: In
 
 def message_parts(text: str) -> list[str]:
     """A reply cut into bodies Twilio takes (a longer <Message> is refused whole, error 21617):
-    at whitespace where there is some, in order, each line break kept."""
+    at whitespace where there is some, in order, each line break kept; at most MAX_REPLY_PARTS,
+    the last ending in "…" when the reply is longer (each part is paid for, and an assistant
+    that answers a novel should not text one)."""
     if len(text) <= MAX_BODY_LENGTH:
         return [text]
-    return textwrap.wrap(
-        text, MAX_BODY_LENGTH, expand_tabs=False, replace_whitespace=False, break_on_hyphens=False
-    )
+    parts = textwrap.wrap(text, MAX_BODY_LENGTH, expand_tabs=False, replace_whitespace=False, break_on_hyphens=False)
+    if len(parts) > MAX_REPLY_PARTS:
+        parts = parts[:MAX_REPLY_PARTS]
+        parts[-1] = parts[-1][: MAX_BODY_LENGTH - 1] + "…"
+    return parts
 
 
 def _handle_inbound(session: Session, outbox: Outbox, route: NumberRoute, sms: InboundSms) -> InboundResult:
