@@ -173,18 +173,20 @@ def raw_receiver():
     listener.close()
 
 
+def trickle_for_seconds(conn, done, seconds: float = 5.0):
+    """A receiver's answer sent a byte every 0.1 s, the headers ending only after `seconds`."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    until = time.monotonic() + seconds
+    while time.monotonic() < until and not done.wait(0.1):
+        conn.sendall(b"a")
+    conn.sendall(b"\r\nContent-Length: 0\r\n\r\n")
+
+
 def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_answer_timeout(make_app, config_path, raw_receiver):
     """requests' read timeout is per socket read: an answer sent a byte at a time never hit it,
     and the worker held the delivery's row lock for as long as the receiver liked."""
 
-    def trickle(conn, done):
-        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-        until = time.monotonic() + 5.0
-        while time.monotonic() < until and not done.wait(0.1):
-            conn.sendall(b"a")
-        conn.sendall(b"\r\nContent-Length: 0\r\n\r\n")
-
-    subscribe(config_path, raw_receiver(trickle))
+    subscribe(config_path, raw_receiver(trickle_for_seconds))
     app = make_app()
     call_with_fallback(app.test_client(), CALL_SID)
     started = time.monotonic()
@@ -199,14 +201,7 @@ def test_the_answer_deadline_holds_through_an_http_proxy(raw_receiver, monkeypat
     """Found by an outside review: requests sends through $HTTP_PROXY with pools of its own, which
     the deadline did not watch, so behind an egress proxy a trickling answer held the worker."""
 
-    def trickle(conn, done):
-        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-        until = time.monotonic() + 4.0
-        while time.monotonic() < until and not done.wait(0.1):
-            conn.sendall(b"a")
-        conn.sendall(b"\r\nContent-Length: 0\r\n\r\n")
-
-    proxy = raw_receiver(trickle).removesuffix("/hooks/handoff")  # it answers as the proxy would pass it on
+    proxy = raw_receiver(trickle_for_seconds).removesuffix("/hooks/handoff")  # it answers as the proxy would pass it on
     for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("http_proxy", proxy)
