@@ -134,17 +134,19 @@ def _publishable(session: Session, now: datetime) -> ColumnElement[bool]:
     return and_(HandoffEvent.id > newest - RESCAN_ROWS, HandoffEvent.at >= store.as_utc(start))
 
 
-def _unpublished_history(session: Session, now: datetime) -> list[HandoffEvent]:
+def _unpublished_history(session: Session, publishable: ColumnElement[bool]) -> list[HandoffEvent]:
     """History not yet in the journal, never from before where the journal starts."""
     query = (
         select(HandoffEvent)
         .where(~exists().where(PublishedEvent.history_id == HandoffEvent.id))
-        .where(_publishable(session, now))
+        .where(publishable)
     )
     return list(session.exec(query.order_by(HandoffEvent.id).limit(BATCH)))
 
 
-def _unpublished_ends(session: Session, project_keys: list[str], now: datetime) -> list[Conversation]:
+def _unpublished_ends(
+    session: Session, project_keys: list[str], now: datetime, publishable: ColumnElement[bool]
+) -> list[Conversation]:
     """Conversations that ended in the last day without their end event, and with all their
     history published (by when they ended: a chat or SMS thread may run for days). History
     the publisher no longer looks at (before the journal's start, or pruned) holds no end back.
@@ -158,7 +160,7 @@ def _unpublished_ends(session: Session, project_keys: list[str], now: datetime) 
         exists()
         .where(HandoffEvent.conversation_id == Conversation.id)
         .where(~exists().where(PublishedEvent.history_id == HandoffEvent.id))
-        .where(_publishable(session, now))
+        .where(publishable)
     )
     query = (
         select(Conversation)
@@ -234,11 +236,13 @@ def publish(session: Session, project_keys: list[str]) -> int:
     now = utcnow()
     added = 0
     try:
-        for row in _history_drafts(session, _unpublished_history(session, now)):
+        # One bound for the pass: what it publishes and which ends it lets go are read alike.
+        publishable = _publishable(session, now)
+        for row in _history_drafts(session, _unpublished_history(session, publishable)):
             session.add(row)
             added += 1
         session.flush()  # an end is published only after all of its conversation's history
-        for conversation in _unpublished_ends(session, project_keys, now):
+        for conversation in _unpublished_ends(session, project_keys, now, publishable):
             session.add(_ended_draft(session, conversation))
             added += 1
         session.commit()
