@@ -25,7 +25,6 @@ from gateway.handoffs import catalog
 from gateway.storage import project_store, schema
 from gateway.storage.models import API_KEY_LABEL_MAX
 from gateway.voice import call_records
-from gateway.config.destinations import name_key
 from gateway.config.file import ConfigError, GatewayConfig, ProjectConfig, hash_api_key, load_config
 from gateway.errors import GatewayError
 from gateway.settings import Settings, SettingsError, load_settings
@@ -190,11 +189,10 @@ def destinations(context: click.Context, account: str | None, project: str | Non
     with _database() as session:
         for project_config in projects:
             click.echo(project_config.key)
-            configured = {name_key(d.name) for d in project_config.destinations}
             for entry in catalog.list_destinations(session, project_config):
                 destination = entry.destination
                 source = f"config {config.path}" if entry.source == "config" else "database"
-                if entry.source == "database" and name_key(destination.name) in configured:
+                if catalog.shadowed(project_config, entry):
                     source += "; unused, the config file's takes this name: `destinations remove` removes this one"
                 route = f" {destination.route}" if destination.route else ""
                 click.echo(f"  {destination.name}  {destination.method}{route}  [{source}]")

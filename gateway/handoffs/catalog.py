@@ -41,6 +41,11 @@ def _configured(project: ProjectConfig, name: str) -> Destination | None:
     return next((d for d in project.destinations if name_key(d.name) == key), None)
 
 
+def shadowed(project: ProjectConfig, entry: Entry) -> bool:
+    """A stored destination whose name the file has taken since: unused, as `find` answers the file's."""
+    return entry.source == "database" and _configured(project, entry.destination.name) is not None
+
+
 def find(session: Session, project: ProjectConfig, name: str) -> Entry | None:
     """By name without regard to case or Unicode form, as names are unique."""
     configured = _configured(project, name)
